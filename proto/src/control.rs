@@ -12,6 +12,7 @@ use crate::codec::{put_bytes, Reader};
 use crate::error::{DecodeError, RejectReason};
 use crate::limits::{
     MAX_CONTROL_MESSAGE, MAX_INFO_LEN, MAX_LAYERS, MAX_MEETING_ID_LEN, MAX_PASSCODE_LEN,
+    MAX_REDIRECT_LEN,
 };
 use crate::media::TrackKind;
 use crate::{varint, ParticipantId, TrackId};
@@ -442,7 +443,7 @@ impl ControlMessage for ServerMessage {
                 track: r.varint()?,
             },
             types::GO_AWAY => ServerMessage::GoAway {
-                redirect: r.string("redirect", MAX_MEETING_ID_LEN * 4)?,
+                redirect: r.string("redirect", MAX_REDIRECT_LEN)?,
             },
             other => return Err(DecodeError::UnknownMessage(other)),
         })

@@ -12,6 +12,8 @@ pub const MAX_MEETING_ID_LEN: usize = 64;
 pub const MAX_PASSCODE_LEN: usize = 64;
 /// Longest opaque participant info blob (for example an encrypted display name), in bytes.
 pub const MAX_INFO_LEN: usize = 256;
+/// Longest `GoAway` redirect (`host:port`), in bytes.
+pub const MAX_REDIRECT_LEN: usize = 256;
 /// Most simulcast layers a track may have.
 pub const MAX_LAYERS: u8 = 4;
 /// Most tracks one participant may publish at once.

@@ -1,0 +1,764 @@
+//! Hex test vectors: `tests/vectors/*.txt` pin every control message, every join
+//! outcome and every media header to exact bytes, in both directions, and pin the
+//! error each malformed byte string gives. The file format is described at the top
+//! of `tests/vectors/client.txt`.
+#![allow(clippy::unwrap_used, clippy::expect_used)]
+
+use std::collections::{BTreeMap, BTreeSet};
+use std::fmt::Debug;
+
+use bytes::Bytes;
+use orelay_proto::control::{ControlMessage, JoinOutcome};
+use orelay_proto::{
+    ClientMessage, ControlDecoder, DatagramHeader, DecodeError, ErrorCode, GroupHeader,
+    ObjectHeader, RejectReason, RosterParticipant, ServerMessage, TrackInfo, TrackKind,
+};
+
+const FILES: [(&str, &str); 4] = [
+    ("client.txt", include_str!("vectors/client.txt")),
+    ("server.txt", include_str!("vectors/server.txt")),
+    ("media.txt", include_str!("vectors/media.txt")),
+    ("invalid.txt", include_str!("vectors/invalid.txt")),
+];
+
+/// Field names a `DecodeError` may carry (they are `&'static str` in the error).
+const ERROR_FIELDS: [&str; 10] = [
+    "message",
+    "meeting_id",
+    "passcode",
+    "info",
+    "redirect",
+    "layers",
+    "layer",
+    "reason",
+    "join status",
+    "object",
+];
+
+// ---------------------------------------------------------------------------
+// Parsing the vector files.
+
+/// One `key: value` block.
+struct Vector {
+    ctx: String,
+    name: String,
+    fields: BTreeMap<String, Vec<String>>,
+}
+
+fn parse_file(file: &str, text: &str) -> Vec<Vector> {
+    let mut out = Vec::new();
+    let mut current: Option<Vector> = None;
+    for (i, raw) in text.lines().enumerate() {
+        let line = raw.trim();
+        if line.starts_with('#') {
+            continue;
+        }
+        if line.is_empty() {
+            out.extend(current.take());
+            continue;
+        }
+        let (key, value) = line
+            .split_once(':')
+            .unwrap_or_else(|| panic!("{file}:{}: expected `key: value`", i + 1));
+        let (key, value) = (key.trim().to_owned(), value.trim().to_owned());
+        match &mut current {
+            None => {
+                assert_eq!(key, "vector", "{file}:{}: a block starts with `vector:`", i + 1);
+                current = Some(Vector {
+                    ctx: format!("{file}:{} ({value})", i + 1),
+                    name: value,
+                    fields: BTreeMap::new(),
+                });
+            }
+            Some(v) => {
+                assert_ne!(key, "vector", "{}: blank line missing before line {}", v.ctx, i + 1);
+                v.fields.entry(key).or_default().push(value);
+            }
+        }
+    }
+    out.extend(current);
+    out
+}
+
+fn load_all() -> Vec<Vector> {
+    let vectors: Vec<Vector> = FILES
+        .iter()
+        .flat_map(|(file, text)| parse_file(file, text))
+        .collect();
+    let mut names = BTreeSet::new();
+    for v in &vectors {
+        assert!(names.insert(v.name.clone()), "{}: duplicate vector name", v.ctx);
+    }
+    vectors
+}
+
+fn load(file: &str) -> Vec<Vector> {
+    load_all()
+        .into_iter()
+        .filter(|v| v.ctx.starts_with(file))
+        .collect()
+}
+
+fn nibble(c: u8) -> Option<u8> {
+    match c {
+        b'0'..=b'9' => Some(c - b'0'),
+        b'a'..=b'f' => Some(c - b'a' + 10),
+        b'A'..=b'F' => Some(c - b'A' + 10),
+        _ => None,
+    }
+}
+
+/// Parses hex digits, ignoring whitespace; `-` is the empty string.
+fn parse_hex(ctx: &str, s: &str) -> Vec<u8> {
+    if s.trim() == "-" {
+        return Vec::new();
+    }
+    let digits: Vec<u8> = s.bytes().filter(|b| !b.is_ascii_whitespace()).collect();
+    assert!(digits.len() % 2 == 0, "{ctx}: odd number of hex digits");
+    digits
+        .chunks(2)
+        .map(|pair| {
+            let hi = nibble(pair[0]).unwrap_or_else(|| panic!("{ctx}: bad hex digit"));
+            let lo = nibble(pair[1]).unwrap_or_else(|| panic!("{ctx}: bad hex digit"));
+            hi << 4 | lo
+        })
+        .collect()
+}
+
+fn to_hex(bytes: &[u8]) -> String {
+    let mut s = String::with_capacity(bytes.len() * 3);
+    for (i, b) in bytes.iter().enumerate() {
+        if i > 0 {
+            s.push(' ');
+        }
+        s.push_str(&format!("{b:02x}"));
+    }
+    s
+}
+
+fn parse_num(ctx: &str, s: &str) -> u64 {
+    let parsed = match s.strip_prefix("0x") {
+        Some(h) => u64::from_str_radix(h, 16),
+        None => s.parse(),
+    };
+    parsed.unwrap_or_else(|_| panic!("{ctx}: `{s}` is not a number"))
+}
+
+impl Vector {
+    fn take(&mut self, key: &str) -> Option<Vec<String>> {
+        self.fields.remove(key)
+    }
+
+    fn opt(&mut self, key: &str) -> Option<String> {
+        let mut values = self.take(key)?;
+        assert_eq!(values.len(), 1, "{}: `{key}` given more than once", self.ctx);
+        values.pop()
+    }
+
+    fn one(&mut self, key: &str) -> String {
+        self.opt(key)
+            .unwrap_or_else(|| panic!("{}: missing `{key}`", self.ctx))
+    }
+
+    fn num(&mut self, key: &str) -> u64 {
+        let s = self.one(key);
+        parse_num(&self.ctx, &s)
+    }
+
+    fn u8(&mut self, key: &str) -> u8 {
+        let n = self.num(key);
+        u8::try_from(n).unwrap_or_else(|_| panic!("{}: `{key}` does not fit a byte", self.ctx))
+    }
+
+    fn string(&mut self, key: &str) -> String {
+        let s = self.one(key);
+        let inner = s
+            .strip_prefix('"')
+            .and_then(|s| s.strip_suffix('"'))
+            .unwrap_or_else(|| panic!("{}: `{key}` must be double-quoted", self.ctx));
+        inner.to_owned()
+    }
+
+    /// A hex value; repeated lines continue it.
+    fn hex(&mut self, key: &str) -> Vec<u8> {
+        let values = self
+            .take(key)
+            .unwrap_or_else(|| panic!("{}: missing `{key}`", self.ctx));
+        values
+            .iter()
+            .flat_map(|v| parse_hex(&self.ctx, v))
+            .collect()
+    }
+
+    fn blob(&mut self, key: &str) -> Bytes {
+        Bytes::from(self.hex(key))
+    }
+
+    fn kind(&mut self) -> TrackKind {
+        match self.one("kind").as_str() {
+            "audio" => TrackKind::AUDIO,
+            "video" => TrackKind::VIDEO,
+            "screen" => TrackKind::SCREEN,
+            other => TrackKind(
+                u8::try_from(parse_num(&self.ctx, other))
+                    .unwrap_or_else(|_| panic!("{}: kind does not fit a byte", self.ctx)),
+            ),
+        }
+    }
+
+    fn reason(&mut self) -> RejectReason {
+        let s = self.one("reason");
+        if s.starts_with(|c: char| c.is_ascii_digit()) {
+            let n = parse_num(&self.ctx, &s);
+            return RejectReason(u16::try_from(n).expect("reason fits u16"));
+        }
+        (0..=u16::MAX)
+            .map(RejectReason)
+            .find(|r| r.name() == Some(s.as_str()))
+            .unwrap_or_else(|| panic!("{}: unknown reason name {s}", self.ctx))
+    }
+
+    fn close_code(&mut self) -> Option<ErrorCode> {
+        let s = self.opt("close")?;
+        let code = (0..0x1000)
+            .map(ErrorCode)
+            .find(|c| c.name() == Some(s.as_str()))
+            .unwrap_or_else(|| panic!("{}: unknown close code name {s}", self.ctx));
+        Some(code)
+    }
+
+    fn error_field(&mut self) -> &'static str {
+        let s = self.one("field");
+        ERROR_FIELDS
+            .iter()
+            .copied()
+            .find(|f| *f == s)
+            .unwrap_or_else(|| panic!("{}: unknown error field `{s}`", self.ctx))
+    }
+
+    fn track_info(&mut self) -> TrackInfo {
+        TrackInfo {
+            track: self.num("track"),
+            kind: self.kind(),
+            layers: self.u8("layers"),
+            priority: self.u8("priority"),
+        }
+    }
+
+    /// Every key must have been used: a typo in a vector is an error, not a skip.
+    fn finish(&self) {
+        assert!(
+            self.fields.is_empty(),
+            "{}: unused keys {:?}",
+            self.ctx,
+            self.fields.keys().collect::<Vec<_>>()
+        );
+    }
+}
+
+// ---------------------------------------------------------------------------
+// Building expected values.
+
+fn client_message(v: &mut Vector) -> ClientMessage {
+    match v.one("message").as_str() {
+        "Join" => ClientMessage::Join {
+            version: v.num("version"),
+            meeting_id: v.string("meeting_id"),
+            passcode: v.string("passcode"),
+            info: v.blob("info"),
+        },
+        "Publish" => ClientMessage::Publish(v.track_info()),
+        "Unpublish" => ClientMessage::Unpublish {
+            track: v.num("track"),
+        },
+        "Subscribe" => ClientMessage::Subscribe {
+            publisher: v.num("publisher"),
+            track: v.num("track"),
+            layer: v.u8("layer"),
+        },
+        "Unsubscribe" => ClientMessage::Unsubscribe {
+            publisher: v.num("publisher"),
+            track: v.num("track"),
+        },
+        "RequestKeyframe" => ClientMessage::RequestKeyframe {
+            publisher: v.num("publisher"),
+            track: v.num("track"),
+            layer: v.u8("layer"),
+        },
+        "Leave" => ClientMessage::Leave,
+        other => panic!("{}: unknown client message {other}", v.ctx),
+    }
+}
+
+fn server_message(v: &mut Vector) -> ServerMessage {
+    match v.one("message").as_str() {
+        "JoinResult" => ServerMessage::JoinResult(match v.one("outcome").as_str() {
+            "Admitted" => JoinOutcome::Admitted {
+                participant: v.num("participant"),
+            },
+            "Rejected" => JoinOutcome::Rejected {
+                reason: v.reason(),
+            },
+            "Overloaded" => JoinOutcome::Overloaded {
+                retry_after_ms: v.num("retry_after_ms"),
+            },
+            other => panic!("{}: unknown join outcome {other}", v.ctx),
+        }),
+        "ParticipantJoined" => ServerMessage::ParticipantJoined(RosterParticipant {
+            participant: v.num("participant"),
+            info: v.blob("info"),
+        }),
+        "ParticipantLeft" => ServerMessage::ParticipantLeft {
+            participant: v.num("participant"),
+        },
+        "TrackPublished" => ServerMessage::TrackPublished {
+            participant: v.num("participant"),
+            info: v.track_info(),
+        },
+        "TrackUnpublished" => ServerMessage::TrackUnpublished {
+            participant: v.num("participant"),
+            track: v.num("track"),
+        },
+        "KeyframeRequest" => ServerMessage::KeyframeRequest {
+            track: v.num("track"),
+            layer: v.u8("layer"),
+        },
+        "SubscriptionEnded" => ServerMessage::SubscriptionEnded {
+            publisher: v.num("publisher"),
+            track: v.num("track"),
+        },
+        "GoAway" => ServerMessage::GoAway {
+            redirect: v.string("redirect"),
+        },
+        other => panic!("{}: unknown server message {other}", v.ctx),
+    }
+}
+
+fn group_header(v: &mut Vector) -> GroupHeader {
+    GroupHeader {
+        publisher: v.num("publisher"),
+        track: v.num("track"),
+        group: v.num("group"),
+        layer: v.u8("layer"),
+        priority: v.u8("priority"),
+    }
+}
+
+fn object_header(v: &mut Vector) -> ObjectHeader {
+    ObjectHeader {
+        object: v.num("object"),
+        flags: v.u8("flags"),
+        length: u32::try_from(v.num("length")).expect("object length fits u32"),
+    }
+}
+
+fn datagram_header(v: &mut Vector) -> DatagramHeader {
+    DatagramHeader {
+        publisher: v.num("publisher"),
+        track: v.num("track"),
+        group: v.num("group"),
+        object: v.num("object"),
+        flags: v.u8("flags"),
+        priority: v.u8("priority"),
+    }
+}
+
+fn expected_error(v: &mut Vector) -> DecodeError {
+    match v.one("error").as_str() {
+        "Incomplete" => DecodeError::Incomplete,
+        "Truncated" => DecodeError::Truncated,
+        "TooLong" => DecodeError::TooLong {
+            field: v.error_field(),
+            len: v.num("len"),
+            max: usize::try_from(v.num("max")).unwrap(),
+        },
+        "OutOfRange" => DecodeError::OutOfRange {
+            field: v.error_field(),
+            value: v.num("value"),
+        },
+        "InvalidUtf8" => DecodeError::InvalidUtf8 {
+            field: v.error_field(),
+        },
+        "UnknownMessage" => DecodeError::UnknownMessage(v.num("type")),
+        "UnknownStream" => DecodeError::UnknownStream(v.num("type")),
+        "TrailingBytes" => DecodeError::TrailingBytes {
+            extra: usize::try_from(v.num("extra")).unwrap(),
+        },
+        other => panic!("{}: unknown error {other}", v.ctx),
+    }
+}
+
+/// A name per variant. The matches are exhaustive, so a new variant fails to compile
+/// here until it is added to `REQUIRED_LABELS` and given vectors.
+fn client_label(m: &ClientMessage) -> &'static str {
+    match m {
+        ClientMessage::Join { .. } => "client Join",
+        ClientMessage::Publish(_) => "client Publish",
+        ClientMessage::Unpublish { .. } => "client Unpublish",
+        ClientMessage::Subscribe { .. } => "client Subscribe",
+        ClientMessage::Unsubscribe { .. } => "client Unsubscribe",
+        ClientMessage::RequestKeyframe { .. } => "client RequestKeyframe",
+        ClientMessage::Leave => "client Leave",
+    }
+}
+
+fn server_label(m: &ServerMessage) -> &'static str {
+    match m {
+        ServerMessage::JoinResult(JoinOutcome::Admitted { .. }) => "server JoinResult Admitted",
+        ServerMessage::JoinResult(JoinOutcome::Rejected { .. }) => "server JoinResult Rejected",
+        ServerMessage::JoinResult(JoinOutcome::Overloaded { .. }) => {
+            "server JoinResult Overloaded"
+        }
+        ServerMessage::ParticipantJoined(_) => "server ParticipantJoined",
+        ServerMessage::ParticipantLeft { .. } => "server ParticipantLeft",
+        ServerMessage::TrackPublished { .. } => "server TrackPublished",
+        ServerMessage::TrackUnpublished { .. } => "server TrackUnpublished",
+        ServerMessage::KeyframeRequest { .. } => "server KeyframeRequest",
+        ServerMessage::SubscriptionEnded { .. } => "server SubscriptionEnded",
+        ServerMessage::GoAway { .. } => "server GoAway",
+    }
+}
+
+const REQUIRED_LABELS: [&str; 20] = [
+    "client Join",
+    "client Publish",
+    "client Unpublish",
+    "client Subscribe",
+    "client Unsubscribe",
+    "client RequestKeyframe",
+    "client Leave",
+    "server JoinResult Admitted",
+    "server JoinResult Rejected",
+    "server JoinResult Overloaded",
+    "server ParticipantJoined",
+    "server ParticipantLeft",
+    "server TrackPublished",
+    "server TrackUnpublished",
+    "server KeyframeRequest",
+    "server SubscriptionEnded",
+    "server GoAway",
+    "group",
+    "object",
+    "datagram",
+];
+
+fn error_label(e: &DecodeError) -> &'static str {
+    match e {
+        DecodeError::Incomplete => "Incomplete",
+        DecodeError::TooLong { .. } => "TooLong",
+        DecodeError::OutOfRange { .. } => "OutOfRange",
+        DecodeError::InvalidUtf8 { .. } => "InvalidUtf8",
+        DecodeError::UnknownMessage(_) => "UnknownMessage",
+        DecodeError::UnknownStream(_) => "UnknownStream",
+        DecodeError::Truncated => "Truncated",
+        DecodeError::TrailingBytes { .. } => "TrailingBytes",
+        _ => "other",
+    }
+}
+
+// ---------------------------------------------------------------------------
+// Checking.
+
+/// The five things that have a wire form, seen uniformly.
+trait Wire: Sized + Clone + PartialEq + Debug {
+    /// The error every strict prefix of a valid encoding gives.
+    const SHORT: DecodeError;
+    fn encode_vec(&self) -> Vec<u8>;
+    fn decode_from(buf: &[u8]) -> Result<(Self, usize), DecodeError>;
+}
+
+impl Wire for ClientMessage {
+    const SHORT: DecodeError = DecodeError::Incomplete;
+    fn encode_vec(&self) -> Vec<u8> {
+        let mut out = Vec::new();
+        self.encode(&mut out);
+        assert_eq!(self.to_bytes(), out, "to_bytes and encode agree");
+        out
+    }
+    fn decode_from(buf: &[u8]) -> Result<(Self, usize), DecodeError> {
+        ClientMessage::decode(buf)
+    }
+}
+
+impl Wire for ServerMessage {
+    const SHORT: DecodeError = DecodeError::Incomplete;
+    fn encode_vec(&self) -> Vec<u8> {
+        let mut out = Vec::new();
+        self.encode(&mut out);
+        assert_eq!(self.to_bytes(), out, "to_bytes and encode agree");
+        out
+    }
+    fn decode_from(buf: &[u8]) -> Result<(Self, usize), DecodeError> {
+        ServerMessage::decode(buf)
+    }
+}
+
+impl Wire for GroupHeader {
+    const SHORT: DecodeError = DecodeError::Incomplete;
+    fn encode_vec(&self) -> Vec<u8> {
+        let mut out = Vec::new();
+        self.encode(&mut out);
+        out
+    }
+    fn decode_from(buf: &[u8]) -> Result<(Self, usize), DecodeError> {
+        GroupHeader::decode(buf)
+    }
+}
+
+impl Wire for ObjectHeader {
+    const SHORT: DecodeError = DecodeError::Incomplete;
+    fn encode_vec(&self) -> Vec<u8> {
+        let mut out = Vec::new();
+        self.encode(&mut out);
+        out
+    }
+    fn decode_from(buf: &[u8]) -> Result<(Self, usize), DecodeError> {
+        ObjectHeader::decode(buf)
+    }
+}
+
+impl Wire for DatagramHeader {
+    const SHORT: DecodeError = DecodeError::Truncated;
+    fn encode_vec(&self) -> Vec<u8> {
+        let mut out = Vec::new();
+        self.encode(&mut out);
+        out
+    }
+    fn decode_from(buf: &[u8]) -> Result<(Self, usize), DecodeError> {
+        DatagramHeader::decode(buf)
+    }
+}
+
+fn check_valid<T: Wire>(ctx: &str, expected: &T, hex: &[u8], canonical: bool) {
+    if canonical {
+        assert_eq!(
+            to_hex(&expected.encode_vec()),
+            to_hex(hex),
+            "{ctx}: encode(value) differs from the vector"
+        );
+    } else {
+        assert_ne!(
+            expected.encode_vec(),
+            hex,
+            "{ctx}: marked non-canonical but is the encoder's output"
+        );
+    }
+    assert_eq!(
+        T::decode_from(hex),
+        Ok((expected.clone(), hex.len())),
+        "{ctx}: decode"
+    );
+    // Whatever follows (the next frame, the payload) is not consumed.
+    let mut longer = hex.to_vec();
+    longer.extend_from_slice(&[0x07, 0x00, 0xff]);
+    assert_eq!(
+        T::decode_from(&longer).map(|(_, used)| used),
+        Ok(hex.len()),
+        "{ctx}: decode with bytes following"
+    );
+    for n in 0..hex.len() {
+        assert_eq!(
+            T::decode_from(&hex[..n]).map(|_| ()),
+            Err(T::SHORT),
+            "{ctx}: prefix of {n} bytes"
+        );
+    }
+}
+
+fn check_invalid(v: &mut Vector, hex: &[u8]) -> DecodeError {
+    let expected = expected_error(v);
+    let close = v.close_code();
+    let decoder = v.one("decoder");
+    let actual = match decoder.as_str() {
+        "client" => ClientMessage::decode(hex).map(|_| ()),
+        "server" => ServerMessage::decode(hex).map(|_| ()),
+        "group" => GroupHeader::decode(hex).map(|_| ()),
+        "object" => ObjectHeader::decode(hex).map(|_| ()),
+        "datagram" => DatagramHeader::decode(hex).map(|_| ()),
+        other => panic!("{}: unknown decoder {other}", v.ctx),
+    };
+    assert_eq!(actual, Err(expected.clone()), "{}", v.ctx);
+    if let Some(close) = close {
+        assert_eq!(expected.close_code(), close, "{}: close code", v.ctx);
+    }
+    expected
+}
+
+/// What running a set of vectors saw.
+#[derive(Default)]
+struct Seen {
+    labels: BTreeSet<&'static str>,
+    errors: BTreeSet<&'static str>,
+    reasons: BTreeSet<u16>,
+    client_stream: Vec<(Vec<u8>, ClientMessage)>,
+    server_stream: Vec<(Vec<u8>, ServerMessage)>,
+    count: usize,
+}
+
+fn run(vectors: Vec<Vector>) -> Seen {
+    let mut seen = Seen::default();
+    for mut v in vectors {
+        let hex = v.hex("hex");
+        if v.fields.contains_key("error") {
+            let e = check_invalid(&mut v, &hex);
+            seen.errors.insert(error_label(&e));
+        } else {
+            let canonical = match v.opt("canonical").as_deref() {
+                None | Some("yes") => true,
+                Some("no") => false,
+                Some(other) => panic!("{}: canonical must be yes or no, not {other}", v.ctx),
+            };
+            let ctx = v.ctx.clone();
+            match v.one("decoder").as_str() {
+                "client" => {
+                    let m = client_message(&mut v);
+                    check_valid(&ctx, &m, &hex, canonical);
+                    seen.labels.insert(client_label(&m));
+                    seen.client_stream.push((hex, m));
+                }
+                "server" => {
+                    let m = server_message(&mut v);
+                    check_valid(&ctx, &m, &hex, canonical);
+                    seen.labels.insert(server_label(&m));
+                    if let ServerMessage::JoinResult(JoinOutcome::Rejected { reason }) = &m {
+                        seen.reasons.insert(reason.0);
+                    }
+                    seen.server_stream.push((hex, m));
+                }
+                "group" => {
+                    check_valid(&ctx, &group_header(&mut v), &hex, canonical);
+                    seen.labels.insert("group");
+                }
+                "object" => {
+                    check_valid(&ctx, &object_header(&mut v), &hex, canonical);
+                    seen.labels.insert("object");
+                }
+                "datagram" => {
+                    check_valid(&ctx, &datagram_header(&mut v), &hex, canonical);
+                    seen.labels.insert("datagram");
+                }
+                other => panic!("{ctx}: unknown decoder {other}"),
+            }
+        }
+        v.finish();
+        seen.count += 1;
+    }
+    seen
+}
+
+#[test]
+fn client_vectors() {
+    let seen = run(load("client.txt"));
+    assert!(seen.count >= 15, "{} client vectors", seen.count);
+}
+
+#[test]
+fn server_vectors() {
+    let seen = run(load("server.txt"));
+    assert!(seen.count >= 20, "{} server vectors", seen.count);
+}
+
+#[test]
+fn media_vectors() {
+    let seen = run(load("media.txt"));
+    assert!(seen.count >= 9, "{} media vectors", seen.count);
+}
+
+#[test]
+fn invalid_vectors() {
+    let seen = run(load("invalid.txt"));
+    assert!(seen.count >= 40, "{} invalid vectors", seen.count);
+}
+
+#[test]
+fn vectors_cover_every_variant_reason_and_error() {
+    let seen = run(load_all());
+    for label in REQUIRED_LABELS {
+        assert!(seen.labels.contains(label), "no valid vector for {label}");
+    }
+    for reason in [
+        RejectReason::BAD_PASSCODE,
+        RejectReason::INVALID_MEETING_ID,
+        RejectReason::UNSUPPORTED_VERSION,
+        RejectReason::MEETING_FULL,
+        RejectReason::TOO_MANY_MEETINGS,
+    ] {
+        assert!(seen.reasons.contains(&reason.0), "no vector for {reason}");
+    }
+    for error in [
+        "Incomplete",
+        "TooLong",
+        "OutOfRange",
+        "InvalidUtf8",
+        "UnknownMessage",
+        "UnknownStream",
+        "Truncated",
+        "TrailingBytes",
+    ] {
+        assert!(seen.errors.contains(error), "no invalid vector gives {error}");
+    }
+}
+
+/// All valid control vectors back to back, fed one byte at a time, come out of a
+/// `ControlDecoder` as the same messages in the same order.
+#[test]
+fn control_decoder_replays_vectors_byte_by_byte() {
+    let seen = run(load_all());
+
+    let mut decoder = ControlDecoder::<ClientMessage>::new();
+    let mut got = Vec::new();
+    for (hex, _) in &seen.client_stream {
+        for b in hex {
+            decoder.push(&[*b]);
+            while let Some(m) = decoder.next().unwrap() {
+                got.push(m);
+            }
+        }
+    }
+    let want: Vec<ClientMessage> = seen.client_stream.iter().map(|(_, m)| m.clone()).collect();
+    assert_eq!(got, want);
+    assert_eq!(decoder.buffered(), 0);
+
+    let mut decoder = ControlDecoder::<ServerMessage>::new();
+    let mut got = Vec::new();
+    for (hex, _) in &seen.server_stream {
+        for b in hex {
+            decoder.push(&[*b]);
+            while let Some(m) = decoder.next().unwrap() {
+                got.push(m);
+            }
+        }
+    }
+    let want: Vec<ServerMessage> = seen.server_stream.iter().map(|(_, m)| m.clone()).collect();
+    assert_eq!(got, want);
+    assert_eq!(decoder.buffered(), 0);
+}
+
+/// The worked examples in docs/PROTOCOL.md.
+#[test]
+fn protocol_md_worked_examples() {
+    let join = ClientMessage::Join {
+        version: 1,
+        meeting_id: "12345678901".into(),
+        passcode: "hunter2".into(),
+        info: Bytes::new(),
+    };
+    assert_eq!(
+        to_hex(&join.encode_vec()),
+        "01 16 01 0b 31 32 33 34 35 36 37 38 39 30 31 07 68 75 6e 74 65 72 32 00"
+    );
+    let group = GroupHeader {
+        publisher: 1000,
+        track: 1,
+        group: 42,
+        layer: 2,
+        priority: 100,
+    };
+    assert_eq!(to_hex(&group.encode_vec()), "10 43 e8 01 2a 02 64");
+    let object = ObjectHeader {
+        object: 0,
+        flags: 0x01,
+        length: 1200,
+    };
+    assert_eq!(to_hex(&object.encode_vec()), "00 01 44 b0");
+}

@@ -1,0 +1,233 @@
+//! Relay configuration: defaults, a TOML file (`--config`), then command-line flags
+//! and `ORELAY_*` environment variables, each overriding the one before.
+//!
+//! Every field is validated at start-up; an error names the field.
+
+use std::net::SocketAddr;
+use std::path::{Path, PathBuf};
+use std::time::Duration;
+
+use anyhow::{bail, Context};
+use clap::Parser;
+use serde::Deserialize;
+
+use crate::core::{MeetingLimits, QueueLimits};
+
+/// The relay's settings. The TOML file uses the same field names.
+#[derive(Debug, Clone, PartialEq, Eq, Deserialize)]
+#[serde(default, deny_unknown_fields)]
+pub struct Config {
+    /// UDP address to serve QUIC on.
+    pub listen: SocketAddr,
+    /// PEM certificate chain; with `key`. Without both, a self-signed certificate is generated.
+    pub cert: Option<PathBuf>,
+    /// PEM private key; with `cert`.
+    pub key: Option<PathBuf>,
+    /// Most connections at once; further attempts are refused (QUIC `CONNECTION_REFUSED`).
+    pub max_connections: usize,
+    /// Most connections that have not yet joined a meeting; further attempts are refused.
+    pub max_unjoined: usize,
+    /// Milliseconds a new connection has to complete its join.
+    pub join_timeout_ms: u64,
+    /// Most participants in one meeting.
+    pub max_participants: usize,
+    /// Most meetings on this relay.
+    pub max_meetings: usize,
+    /// Per-subscriber video queue budget in bytes; beyond it whole groups are dropped.
+    pub queue_bytes: usize,
+    /// Milliseconds a superseded group may wait for a subscriber before it is dropped.
+    pub max_group_delay_ms: u64,
+    /// Control messages queued towards one client before it is closed with `CONTROL_BACKLOG`.
+    pub control_backlog: usize,
+    /// Requested UDP socket send and receive buffer sizes in bytes (the kernel may cap them).
+    pub udp_buffer_bytes: usize,
+    /// Milliseconds to wait for connections to close on shutdown.
+    pub shutdown_grace_ms: u64,
+    /// Milliseconds without traffic before a connection is considered dead.
+    pub idle_timeout_ms: u64,
+}
+
+impl Default for Config {
+    fn default() -> Self {
+        Self {
+            listen: SocketAddr::from(([127, 0, 0, 1], 4443)),
+            cert: None,
+            key: None,
+            max_connections: 10_000,
+            max_unjoined: 1_000,
+            join_timeout_ms: 10_000,
+            max_participants: 1_000,
+            max_meetings: 100_000,
+            queue_bytes: 1024 * 1024,
+            max_group_delay_ms: 500,
+            control_backlog: 1024,
+            udp_buffer_bytes: 8 * 1024 * 1024,
+            shutdown_grace_ms: 3_000,
+            idle_timeout_ms: 30_000,
+        }
+    }
+}
+
+/// `relay`: a QUIC relay that forwards end-to-end-encrypted meeting media without holding keys.
+///
+/// With no arguments it serves on 127.0.0.1:4443 with a fresh self-signed certificate
+/// and prints the certificate's SHA-256 fingerprint for clients to pin.
+#[derive(Debug, Parser)]
+#[command(version, about, long_about = None)]
+pub struct Cli {
+    /// TOML file with any of the settings below (flags and environment override it).
+    #[arg(long, env = "ORELAY_CONFIG")]
+    pub config: Option<PathBuf>,
+    /// UDP address to serve on [default: 127.0.0.1:4443; port 0 picks a free one].
+    #[arg(long, env = "ORELAY_LISTEN")]
+    pub listen: Option<SocketAddr>,
+    /// PEM certificate chain (needs --key) [default: generate a self-signed one].
+    #[arg(long, env = "ORELAY_CERT", requires = "key")]
+    pub cert: Option<PathBuf>,
+    /// PEM private key (needs --cert).
+    #[arg(long, env = "ORELAY_KEY", requires = "cert")]
+    pub key: Option<PathBuf>,
+    /// Most simultaneous connections; more are refused [default: 10000].
+    #[arg(long, env = "ORELAY_MAX_CONNECTIONS")]
+    pub max_connections: Option<usize>,
+    /// Most connections not yet joined to a meeting; more are refused [default: 1000].
+    #[arg(long, env = "ORELAY_MAX_UNJOINED")]
+    pub max_unjoined: Option<usize>,
+    /// Milliseconds a connection has to join [default: 10000].
+    #[arg(long, env = "ORELAY_JOIN_TIMEOUT_MS")]
+    pub join_timeout_ms: Option<u64>,
+    /// Most participants per meeting [default: 1000].
+    #[arg(long, env = "ORELAY_MAX_PARTICIPANTS")]
+    pub max_participants: Option<usize>,
+    /// Most meetings on this relay [default: 100000].
+    #[arg(long, env = "ORELAY_MAX_MEETINGS")]
+    pub max_meetings: Option<usize>,
+    /// Per-subscriber video queue in bytes; past it old groups are dropped [default: 1048576].
+    #[arg(long, env = "ORELAY_QUEUE_BYTES")]
+    pub queue_bytes: Option<usize>,
+    /// Milliseconds a superseded group may wait before it is dropped [default: 500].
+    #[arg(long, env = "ORELAY_MAX_GROUP_DELAY_MS")]
+    pub max_group_delay_ms: Option<u64>,
+    /// Control messages queued per client before it is closed [default: 1024].
+    #[arg(long, env = "ORELAY_CONTROL_BACKLOG")]
+    pub control_backlog: Option<usize>,
+    /// UDP socket buffer size in bytes, send and receive [default: 8388608].
+    #[arg(long, env = "ORELAY_UDP_BUFFER_BYTES")]
+    pub udp_buffer_bytes: Option<usize>,
+    /// Milliseconds to wait for connections to close on SIGINT/SIGTERM [default: 3000].
+    #[arg(long, env = "ORELAY_SHUTDOWN_GRACE_MS")]
+    pub shutdown_grace_ms: Option<u64>,
+    /// Milliseconds of silence before a connection is dropped [default: 30000].
+    #[arg(long, env = "ORELAY_IDLE_TIMEOUT_MS")]
+    pub idle_timeout_ms: Option<u64>,
+}
+
+impl Config {
+    /// Parses a TOML document; errors name the offending field.
+    pub fn from_toml(text: &str) -> anyhow::Result<Config> {
+        let config: Config = toml::from_str(text)?;
+        config.validate()?;
+        Ok(config)
+    }
+
+    /// Reads and parses a TOML file.
+    pub fn from_file(path: &Path) -> anyhow::Result<Config> {
+        let text = std::fs::read_to_string(path).with_context(|| format!("reading {}", path.display()))?;
+        Config::from_toml(&text).with_context(|| format!("in {}", path.display()))
+    }
+
+    /// Defaults, then the file named by `--config`, then the flags.
+    pub fn from_cli(cli: &Cli) -> anyhow::Result<Config> {
+        let mut c = match &cli.config {
+            Some(path) => Config::from_file(path)?,
+            None => Config::default(),
+        };
+        macro_rules! overlay {
+            ($($field:ident),*) => { $(if let Some(v) = &cli.$field { c.$field = v.clone().into(); })* };
+        }
+        overlay!(
+            listen, cert, key, max_connections, max_unjoined, join_timeout_ms, max_participants,
+            max_meetings, queue_bytes, max_group_delay_ms, control_backlog, udp_buffer_bytes,
+            shutdown_grace_ms, idle_timeout_ms
+        );
+        c.validate()?;
+        Ok(c)
+    }
+
+    /// Checks every field's range; the error names the field.
+    pub fn validate(&self) -> anyhow::Result<()> {
+        let at_least = |field: &str, value: u64, min: u64| -> anyhow::Result<()> {
+            if value < min {
+                bail!("{field} = {value} is too small (minimum {min})");
+            }
+            Ok(())
+        };
+        at_least("max_connections", self.max_connections as u64, 1)?;
+        at_least("max_unjoined", self.max_unjoined as u64, 1)?;
+        at_least("join_timeout_ms", self.join_timeout_ms, 100)?;
+        at_least("max_participants", self.max_participants as u64, 2)?;
+        at_least("max_meetings", self.max_meetings as u64, 1)?;
+        at_least("queue_bytes", self.queue_bytes as u64, 64 * 1024)?;
+        at_least("max_group_delay_ms", self.max_group_delay_ms, 10)?;
+        at_least("control_backlog", self.control_backlog as u64, 16)?;
+        at_least("idle_timeout_ms", self.idle_timeout_ms, 1_000)?;
+        if self.max_unjoined > self.max_connections {
+            bail!(
+                "max_unjoined = {} exceeds max_connections = {}",
+                self.max_unjoined,
+                self.max_connections
+            );
+        }
+        if self.cert.is_some() != self.key.is_some() {
+            bail!("cert and key must be given together");
+        }
+        Ok(())
+    }
+
+    /// The per-subscriber queue limits these settings imply.
+    pub fn queue_limits(&self) -> QueueLimits {
+        QueueLimits {
+            max_bytes: self.queue_bytes,
+            max_group_delay: Duration::from_millis(self.max_group_delay_ms),
+            ..QueueLimits::default()
+        }
+    }
+
+    /// The per-meeting limits these settings imply.
+    pub fn meeting_limits(&self) -> MeetingLimits {
+        MeetingLimits {
+            max_participants: self.max_participants,
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn unknown_field_is_named() {
+        let err = Config::from_toml("queue_byte = 5").unwrap_err().to_string();
+        assert!(err.contains("queue_byte"), "{err}");
+    }
+
+    #[test]
+    fn out_of_range_field_is_named() {
+        let err = Config::from_toml("queue_bytes = 5").unwrap_err().to_string();
+        assert!(err.contains("queue_bytes"), "{err}");
+        let err = Config::from_toml("listen = \"nowhere\"").unwrap_err().to_string();
+        assert!(err.contains("listen"), "{err}");
+    }
+
+    #[test]
+    fn flags_override_the_file() {
+        let dir = std::env::temp_dir().join(format!("orelay-config-{}", std::process::id()));
+        std::fs::create_dir_all(&dir).unwrap();
+        let path = dir.join("relay.toml");
+        std::fs::write(&path, "queue_bytes = 200000\nmax_connections = 50\n").unwrap();
+        let cli = Cli::parse_from(["relay", "--config", path.to_str().unwrap(), "--max-connections", "70"]);
+        let c = Config::from_cli(&cli).unwrap();
+        assert_eq!(c.queue_bytes, 200_000);
+        assert_eq!(c.max_connections, 70);
+    }
+}

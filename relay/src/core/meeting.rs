@@ -1,0 +1,331 @@
+//! One meeting's membership, published tracks and subscriptions, sans-IO.
+//!
+//! A [`Meeting`] is fed events (join, publish, subscribe, ...) and the current time,
+//! and answers with [`Action`]s for the I/O layer to carry out. It owns no sockets and
+//! reads no clock, and it never sees a media payload: forwarding looks up subscribers
+//! here once per group, then moves opaque bytes.
+
+use std::collections::{BTreeMap, BTreeSet};
+use std::time::{Duration, Instant};
+
+use bytes::Bytes;
+use orelay_proto::control::JoinOutcome;
+use orelay_proto::limits::{MAX_SUBSCRIPTIONS_PER_PARTICIPANT, MAX_TRACKS_PER_PARTICIPANT};
+use orelay_proto::{ParticipantId, RejectReason, RosterParticipant, ServerMessage, TrackId, TrackInfo};
+
+use crate::error::{PeerMisbehaved, RelayLimit, SessionError};
+
+/// The fewest milliseconds between two keyframe requests forwarded for one track layer:
+/// a burst of subscribers joining or skipping costs the publisher one keyframe, not one each.
+pub const KEYFRAME_REQUEST_INTERVAL: Duration = Duration::from_millis(250);
+
+/// Something the I/O layer must do on the meeting's behalf.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum Action {
+    /// Send a control message to a participant.
+    Send {
+        /// The recipient.
+        to: ParticipantId,
+        /// The message.
+        msg: ServerMessage,
+    },
+}
+
+/// Per-meeting limits.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct MeetingLimits {
+    /// Most participants at once; further joins get `MEETING_FULL`.
+    pub max_participants: usize,
+}
+
+impl Default for MeetingLimits {
+    fn default() -> Self {
+        Self {
+            max_participants: 1000,
+        }
+    }
+}
+
+/// A track as the meeting knows it.
+#[derive(Debug, Clone)]
+struct Track {
+    info: TrackInfo,
+    /// Subscriber → chosen layer.
+    subscribers: BTreeMap<ParticipantId, u8>,
+    /// When a keyframe was last requested, per layer.
+    last_keyframe_request: [Option<Instant>; orelay_proto::limits::MAX_LAYERS as usize],
+}
+
+#[derive(Debug, Clone)]
+struct Participant {
+    info: Bytes,
+    tracks: BTreeMap<TrackId, Track>,
+    /// (publisher, track) pairs this participant receives.
+    subscriptions: BTreeSet<(ParticipantId, TrackId)>,
+}
+
+/// One meeting's state. See the module docs.
+#[derive(Debug)]
+pub struct Meeting {
+    passcode_digest: [u8; 32],
+    limits: MeetingLimits,
+    participants: BTreeMap<ParticipantId, Participant>,
+    next_participant: ParticipantId,
+}
+
+/// A digest of a passcode; meetings keep only this, and compare digests.
+pub fn passcode_digest(passcode: &str) -> [u8; 32] {
+    let d = ring::digest::digest(&ring::digest::SHA256, passcode.as_bytes());
+    let mut out = [0u8; 32];
+    out.copy_from_slice(d.as_ref());
+    out
+}
+
+impl Meeting {
+    /// A new, empty meeting whose passcode is `passcode` (set by its first participant).
+    pub fn new(passcode: &str, limits: MeetingLimits) -> Self {
+        Self {
+            passcode_digest: passcode_digest(passcode),
+            limits,
+            participants: BTreeMap::new(),
+            next_participant: 1,
+        }
+    }
+
+    /// Number of participants present.
+    pub fn len(&self) -> usize {
+        self.participants.len()
+    }
+
+    /// Whether nobody is present (the meeting can be removed).
+    pub fn is_empty(&self) -> bool {
+        self.participants.is_empty()
+    }
+
+    /// Admits a participant if the passcode matches and there is room. On success the
+    /// actions tell the newcomer who is present and with which tracks, and tell
+    /// everyone else about the newcomer.
+    pub fn join(
+        &mut self,
+        passcode: &str,
+        info: Bytes,
+    ) -> Result<(ParticipantId, Vec<Action>), RejectReason> {
+        if passcode_digest(passcode) != self.passcode_digest {
+            return Err(RejectReason::BAD_PASSCODE);
+        }
+        if self.participants.len() >= self.limits.max_participants {
+            return Err(RejectReason::MEETING_FULL);
+        }
+        let id = self.next_participant;
+        self.next_participant += 1;
+
+        let mut actions = vec![Action::Send {
+            to: id,
+            msg: ServerMessage::JoinResult(JoinOutcome::Admitted { participant: id }),
+        }];
+        for (&other, p) in &self.participants {
+            actions.push(Action::Send {
+                to: id,
+                msg: ServerMessage::ParticipantJoined(RosterParticipant {
+                    participant: other,
+                    info: p.info.clone(),
+                }),
+            });
+            for t in p.tracks.values() {
+                actions.push(Action::Send {
+                    to: id,
+                    msg: ServerMessage::TrackPublished {
+                        participant: other,
+                        info: t.info,
+                    },
+                });
+            }
+        }
+        let announce = ServerMessage::ParticipantJoined(RosterParticipant {
+            participant: id,
+            info: info.clone(),
+        });
+        actions.extend(self.broadcast(id, announce));
+        self.participants.insert(
+            id,
+            Participant {
+                info,
+                tracks: BTreeMap::new(),
+                subscriptions: BTreeSet::new(),
+            },
+        );
+        Ok((id, actions))
+    }
+
+    /// Removes a participant with its tracks and subscriptions, telling everyone else.
+    pub fn leave(&mut self, id: ParticipantId) -> Vec<Action> {
+        let Some(gone) = self.participants.remove(&id) else {
+            return Vec::new();
+        };
+        for (publisher, track) in gone.subscriptions {
+            if let Some(t) = self.track_mut(publisher, track) {
+                t.subscribers.remove(&id);
+            }
+        }
+        for track in gone.tracks.into_values() {
+            for subscriber in track.subscribers.into_keys() {
+                if let Some(p) = self.participants.get_mut(&subscriber) {
+                    p.subscriptions.remove(&(id, track.info.track));
+                }
+            }
+        }
+        self.broadcast(id, ServerMessage::ParticipantLeft { participant: id })
+    }
+
+    /// Starts publishing a track and announces it.
+    pub fn publish(&mut self, id: ParticipantId, info: TrackInfo) -> Result<Vec<Action>, SessionError> {
+        if !info.kind.is_known() {
+            return Err(PeerMisbehaved::UnknownTrackKind(info.kind.0).into());
+        }
+        let p = self.participant_mut(id)?;
+        if p.tracks.contains_key(&info.track) {
+            return Err(PeerMisbehaved::DuplicateTrack.into());
+        }
+        if p.tracks.len() >= MAX_TRACKS_PER_PARTICIPANT {
+            return Err(RelayLimit::TooManyTracks.into());
+        }
+        p.tracks.insert(
+            info.track,
+            Track {
+                info,
+                subscribers: BTreeMap::new(),
+                last_keyframe_request: Default::default(),
+            },
+        );
+        Ok(self.broadcast(
+            id,
+            ServerMessage::TrackPublished {
+                participant: id,
+                info,
+            },
+        ))
+    }
+
+    /// Stops publishing a track; its subscribers are told it is gone.
+    pub fn unpublish(&mut self, id: ParticipantId, track: TrackId) -> Result<Vec<Action>, SessionError> {
+        let p = self.participant_mut(id)?;
+        let Some(removed) = p.tracks.remove(&track) else {
+            return Err(PeerMisbehaved::TrackNotPublished.into());
+        };
+        for subscriber in removed.subscribers.keys() {
+            if let Some(s) = self.participants.get_mut(subscriber) {
+                s.subscriptions.remove(&(id, track));
+            }
+        }
+        Ok(self.broadcast(
+            id,
+            ServerMessage::TrackUnpublished {
+                participant: id,
+                track,
+            },
+        ))
+    }
+
+    /// Subscribes `id` to one layer of a track. A track that does not exist (it may
+    /// have just gone) is answered with `SubscriptionEnded`, not an error. For stream
+    /// tracks the publisher is asked for a keyframe so the newcomer starts soon.
+    pub fn subscribe(
+        &mut self,
+        id: ParticipantId,
+        publisher: ParticipantId,
+        track: TrackId,
+        layer: u8,
+        now: Instant,
+    ) -> Result<Vec<Action>, SessionError> {
+        let subscriber = self.participant_mut(id)?;
+        let is_new = !subscriber.subscriptions.contains(&(publisher, track));
+        if is_new && subscriber.subscriptions.len() >= MAX_SUBSCRIPTIONS_PER_PARTICIPANT {
+            return Err(RelayLimit::TooManySubscriptions.into());
+        }
+        let Some(t) = self.track_mut(publisher, track) else {
+            return Ok(vec![Action::Send {
+                to: id,
+                msg: ServerMessage::SubscriptionEnded { publisher, track },
+            }]);
+        };
+        // Ask for more than the publisher sends and you get its best layer.
+        let layer = layer.min(t.info.layers - 1);
+        t.subscribers.insert(id, layer);
+        let wants_keyframe = t.info.kind.uses_streams();
+        if let Some(s) = self.participants.get_mut(&id) {
+            s.subscriptions.insert((publisher, track));
+        }
+        Ok(if wants_keyframe {
+            self.request_keyframe(publisher, track, layer, now)
+        } else {
+            Vec::new()
+        })
+    }
+
+    /// Ends a subscription (a no-op if there was none).
+    pub fn unsubscribe(&mut self, id: ParticipantId, publisher: ParticipantId, track: TrackId) -> Result<(), SessionError> {
+        self.participant_mut(id)?.subscriptions.remove(&(publisher, track));
+        if let Some(t) = self.track_mut(publisher, track) {
+            t.subscribers.remove(&id);
+        }
+        Ok(())
+    }
+
+    /// Asks a publisher for a keyframe on a track layer, at most once per
+    /// [`KEYFRAME_REQUEST_INTERVAL`]. Unknown tracks are ignored: the request may race
+    /// with an unpublish.
+    pub fn request_keyframe(&mut self, publisher: ParticipantId, track: TrackId, layer: u8, now: Instant) -> Vec<Action> {
+        let Some(t) = self.track_mut(publisher, track) else {
+            return Vec::new();
+        };
+        let Some(last) = t.last_keyframe_request.get_mut(usize::from(layer)) else {
+            return Vec::new();
+        };
+        if last.is_some_and(|at| now.saturating_duration_since(at) < KEYFRAME_REQUEST_INTERVAL) {
+            return Vec::new();
+        }
+        *last = Some(now);
+        vec![Action::Send {
+            to: publisher,
+            msg: ServerMessage::KeyframeRequest { track, layer },
+        }]
+    }
+
+    /// The published track, if `publisher` publishes `track`.
+    pub fn track(&self, publisher: ParticipantId, track: TrackId) -> Option<&TrackInfo> {
+        self.participants.get(&publisher)?.tracks.get(&track).map(|t| &t.info)
+    }
+
+    /// The participants that receive `layer` of a track (all of them for audio).
+    pub fn subscribers(
+        &self,
+        publisher: ParticipantId,
+        track: TrackId,
+        layer: u8,
+    ) -> impl Iterator<Item = ParticipantId> + '_ {
+        let t = self.participants.get(&publisher).and_then(|p| p.tracks.get(&track));
+        let audio = t.is_some_and(|t| !t.info.kind.uses_streams());
+        t.into_iter()
+            .flat_map(|t| t.subscribers.iter())
+            .filter(move |(_, &l)| audio || l == layer)
+            .map(|(&id, _)| id)
+    }
+
+    fn participant_mut(&mut self, id: ParticipantId) -> Result<&mut Participant, SessionError> {
+        self.participants
+            .get_mut(&id)
+            .ok_or(PeerMisbehaved::UnexpectedMessage("participant not in meeting").into())
+    }
+
+    fn track_mut(&mut self, publisher: ParticipantId, track: TrackId) -> Option<&mut Track> {
+        self.participants.get_mut(&publisher)?.tracks.get_mut(&track)
+    }
+
+    fn broadcast(&self, except: ParticipantId, msg: ServerMessage) -> Vec<Action> {
+        self.participants
+            .keys()
+            .filter(|&&p| p != except)
+            .map(|&to| Action::Send { to, msg: msg.clone() })
+            .collect()
+    }
+}

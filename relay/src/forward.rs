@@ -1,0 +1,298 @@
+//! Media forwarding: the hot path. Never copies, parses or re-frames a payload.
+//!
+//! A publisher's group stream is read as `Bytes` chunks straight from quinn; the
+//! group header is split off the first chunk (`Bytes::split_to`, no copy), checked,
+//! and then the header and every later chunk are pushed, as clones of the same `Bytes`
+//! handle, into each subscriber's [`SubscriberQueue`](crate::core::SubscriberQueue).
+//! One writer task per subscriber and group drains that slot into a unidirectional
+//! stream. Audio datagrams are checked by header and the same `Bytes` is handed to
+//! each subscriber's `send_datagram`.
+//!
+//! Subscribers are looked up once per group (and per meeting change for audio), not
+//! per chunk. A slow subscriber only ever fills its own queue.
+
+use std::collections::HashMap;
+use std::sync::atomic::Ordering::Relaxed;
+use std::sync::Arc;
+use std::time::Instant;
+
+use bytes::{Bytes, BytesMut};
+use orelay_proto::limits::MAX_GROUP_HEADER;
+use orelay_proto::{DatagramHeader, DecodeError, ErrorCode, GroupHeader, TrackId, TrackKind};
+
+use crate::core::{Dropped, Pop, SlotId, TrackKey};
+use crate::error::{PeerMisbehaved, SessionError};
+use crate::session::{close, Peer, Session};
+
+/// Largest chunk read from a publisher stream at once.
+const READ_CHUNK: usize = 64 * 1024;
+
+/// Reads a group stream's header, returning it, its original bytes, and whatever
+/// followed it in the same chunk. The header is almost always inside the first
+/// chunk; only a header split across chunks is copied (at most `MAX_GROUP_HEADER`).
+async fn read_header(stream: &mut quinn::RecvStream) -> Result<Option<(GroupHeader, Bytes, Bytes)>, SessionError> {
+    let mut pending = BytesMut::new();
+    loop {
+        let Ok(Some(chunk)) = stream.read_chunk(READ_CHUNK, true).await else {
+            return Ok(None);
+        };
+        let mut data = if pending.is_empty() {
+            chunk.bytes
+        } else {
+            pending.extend_from_slice(&chunk.bytes);
+            std::mem::take(&mut pending).freeze()
+        };
+        match GroupHeader::decode(&data) {
+            Ok((header, len)) => {
+                let header_bytes = data.split_to(len);
+                return Ok(Some((header, header_bytes, data)));
+            }
+            Err(DecodeError::Incomplete) if data.len() < MAX_GROUP_HEADER => pending.extend_from_slice(&data),
+            Err(DecodeError::Incomplete) => return Err(PeerMisbehaved::Malformed(DecodeError::Truncated).into()),
+            Err(e) => return Err(e.into()),
+        }
+    }
+}
+
+/// Receives one group stream from a publisher and fans it out.
+pub(crate) async fn ingest_group(session: Arc<Session>, mut stream: quinn::RecvStream) {
+    let (header, header_bytes, rest) = match read_header(&mut stream).await {
+        Ok(Some(parts)) => parts,
+        Ok(None) => return,
+        Err(e) => return close(&session.conn, &session.shared, &e),
+    };
+    let stats = &session.shared.stats;
+    let now = Instant::now();
+    let key = TrackKey {
+        publisher: header.publisher,
+        track: header.track,
+        layer: header.layer,
+    };
+    let targets: Vec<Arc<Peer>> = {
+        let state = session.cell.lock();
+        let valid = header.publisher == session.id
+            && state
+                .core
+                .track(header.publisher, header.track)
+                .is_some_and(|t| t.kind.uses_streams() && header.layer < t.layers);
+        if !valid {
+            drop(state);
+            return close(&session.conn, &session.shared, &PeerMisbehaved::TrackNotPublished.into());
+        }
+        state
+            .core
+            .subscribers(header.publisher, header.track, header.layer)
+            .filter_map(|id| state.peers.get(&id).cloned())
+            .collect()
+    };
+    stats.groups_in.fetch_add(1, Relaxed);
+    stats.stream_bytes_in.fetch_add((header_bytes.len() + rest.len()) as u64, Relaxed);
+    let priority = stream_priority(header.priority, header.group);
+    let mut slots = Vec::with_capacity(targets.len());
+    for peer in targets {
+        let (slot, dropped) = peer.queue().open(key, header.group, header_bytes.clone(), now);
+        stats.queued_bytes.fetch_add(header_bytes.len() as i64, Relaxed);
+        after_drops(&session, &peer, &dropped, now);
+        tokio::spawn(write_group(session.shared.clone(), peer.clone(), slot, priority));
+        slots.push((peer, slot));
+    }
+    stats.groups_out.fetch_add(slots.len() as u64, Relaxed);
+    if !rest.is_empty() {
+        push_all(&session, &slots, rest);
+    }
+    loop {
+        match stream.read_chunk(READ_CHUNK, true).await {
+            Ok(Some(chunk)) => {
+                stats.stream_bytes_in.fetch_add(chunk.bytes.len() as u64, Relaxed);
+                push_all(&session, &slots, chunk.bytes);
+            }
+            Ok(None) => {
+                for (peer, slot) in &slots {
+                    peer.queue().finish(*slot);
+                    peer.notify.notify_waiters();
+                }
+                return;
+            }
+            Err(_) => {
+                // The publisher reset the group or went away: subscribers' copies of it
+                // are reset too.
+                for (peer, slot) in &slots {
+                    let mut queue = peer.queue();
+                    let before = queue.queued_bytes();
+                    queue.cancel(*slot);
+                    stats.queued_bytes.fetch_sub((before - queue.queued_bytes()) as i64, Relaxed);
+                    drop(queue);
+                    peer.notify.notify_waiters();
+                }
+                return;
+            }
+        }
+    }
+}
+
+/// Pushes one chunk to every subscriber of the group: a refcount bump each, no copy.
+fn push_all(session: &Session, slots: &[(Arc<Peer>, SlotId)], chunk: Bytes) {
+    let now = Instant::now();
+    let stats = &session.shared.stats;
+    for (peer, slot) in slots {
+        let mut queue = peer.queue();
+        let before = queue.queued_bytes();
+        let dropped = queue.push(*slot, chunk.clone(), now);
+        let after = queue.queued_bytes();
+        drop(queue);
+        stats.queued_bytes.fetch_add(after as i64 - before as i64, Relaxed);
+        after_drops(session, peer, &dropped, now);
+        peer.notify.notify_waiters();
+    }
+}
+
+/// Counts policy drops, wakes the affected writers so they reset their streams, and
+/// asks publishers for keyframes where a subscriber lost the newest group.
+fn after_drops(session: &Session, peer: &Peer, dropped: &[Dropped], now: Instant) {
+    if dropped.is_empty() {
+        return;
+    }
+    let stats = &session.shared.stats;
+    for d in dropped {
+        stats.groups_dropped.fetch_add(1, Relaxed);
+        stats.bytes_dropped.fetch_add(d.bytes as u64, Relaxed);
+    }
+    peer.notify.notify_waiters();
+    let wanted: Vec<&Dropped> = dropped.iter().filter(|d| d.need_keyframe).collect();
+    if !wanted.is_empty() {
+        let mut state = session.cell.lock();
+        for d in wanted {
+            let actions = state.core.request_keyframe(d.key.publisher, d.key.track, d.key.layer, now);
+            state.apply(actions, &session.shared);
+        }
+    }
+}
+
+/// Stream priority: the track's priority first, then newer groups before older ones
+/// (the low 23 bits of the group sequence; a wrap briefly inverts one pair of groups).
+fn stream_priority(track_priority: u8, group: u64) -> i32 {
+    (i32::from(track_priority) << 23) | (group & 0x7f_ffff) as i32
+}
+
+/// Resolves once `slot` has been dropped from the subscriber's queue.
+async fn until_dropped(peer: &Peer, slot: SlotId) {
+    loop {
+        let notified = peer.notify.notified();
+        tokio::pin!(notified);
+        notified.as_mut().enable();
+        if peer.queue().is_dropped(slot) {
+            return;
+        }
+        notified.await;
+    }
+}
+
+/// Drains one subscriber's slot into a new unidirectional stream.
+async fn write_group(shared: Arc<crate::server::Shared>, peer: Arc<Peer>, slot: SlotId, priority: i32) {
+    let stats = &shared.stats;
+    let opened = tokio::select! {
+        s = peer.conn.open_uni() => s.ok(),
+        () = until_dropped(&peer, slot) => None,
+    };
+    let Some(mut stream) = opened else {
+        // Never opened: make sure the slot does not linger.
+        discard(&shared, &peer, slot);
+        return;
+    };
+    let _ = stream.set_priority(priority);
+    loop {
+        let notified = peer.notify.notified();
+        tokio::pin!(notified);
+        notified.as_mut().enable();
+        let next = peer.queue().pop(slot);
+        match next {
+            Pop::Chunk(chunk) => {
+                let len = chunk.len();
+                stats.queued_bytes.fetch_sub(len as i64, Relaxed);
+                let written = tokio::select! {
+                    r = stream.write_chunk(chunk) => r.is_ok(),
+                    () = until_dropped(&peer, slot) => false,
+                };
+                if !written {
+                    let _ = stream.reset(ErrorCode::GROUP_DROPPED.0.into());
+                    discard(&shared, &peer, slot);
+                    return;
+                }
+                stats.stream_bytes_out.fetch_add(len as u64, Relaxed);
+            }
+            Pop::Empty => notified.await,
+            Pop::Finished => {
+                let _ = stream.finish();
+                return;
+            }
+            Pop::Dropped => {
+                let _ = stream.reset(ErrorCode::GROUP_DROPPED.0.into());
+                return;
+            }
+        }
+    }
+}
+
+/// Drains a slot whose writer gave up, keeping the queued-bytes gauge honest.
+fn discard(shared: &crate::server::Shared, peer: &Peer, slot: SlotId) {
+    let mut queue = peer.queue();
+    while let Pop::Chunk(chunk) = queue.pop(slot) {
+        shared.stats.queued_bytes.fetch_sub(chunk.len() as i64, Relaxed);
+    }
+}
+
+/// A publisher's cached audio routes: the subscriber connections of each audio
+/// track, refreshed only when the meeting's epoch moves.
+#[derive(Default)]
+pub(crate) struct AudioRoutes {
+    epoch: u64,
+    routes: HashMap<TrackId, Vec<quinn::Connection>>,
+}
+
+impl AudioRoutes {
+    /// Checks an audio datagram's header and hands the same `Bytes` to each subscriber.
+    pub(crate) fn forward(&mut self, session: &Session, datagram: Bytes) -> Result<(), SessionError> {
+        let stats = &session.shared.stats;
+        stats.datagrams_in.fetch_add(1, Relaxed);
+        let (header, _) = DatagramHeader::decode(&datagram)?;
+        if header.publisher != session.id {
+            return Err(PeerMisbehaved::TrackNotPublished.into());
+        }
+        let epoch = session.cell.epoch.load(Relaxed);
+        if epoch != self.epoch || !self.routes.contains_key(&header.track) {
+            self.refresh(session, header.track)?;
+            self.epoch = epoch;
+        }
+        let Some(targets) = self.routes.get(&header.track) else {
+            return Err(PeerMisbehaved::TrackNotPublished.into());
+        };
+        for conn in targets {
+            // quinn drops the oldest queued datagram when its buffer is full; count it.
+            let full = conn.datagram_send_buffer_space() < datagram.len();
+            match conn.send_datagram(datagram.clone()) {
+                Ok(()) if !full => stats.datagrams_out.fetch_add(1, Relaxed),
+                _ => stats.datagrams_dropped.fetch_add(1, Relaxed),
+            };
+        }
+        Ok(())
+    }
+
+    fn refresh(&mut self, session: &Session, track: TrackId) -> Result<(), SessionError> {
+        self.routes.clear();
+        let state = session.cell.lock();
+        let is_audio = state
+            .core
+            .track(session.id, track)
+            .is_some_and(|t| t.kind == TrackKind::AUDIO);
+        if !is_audio {
+            return Err(PeerMisbehaved::TrackNotPublished.into());
+        }
+        let conns = state
+            .core
+            .subscribers(session.id, track, 0)
+            .filter_map(|id| state.peers.get(&id).map(|p| p.conn.clone()))
+            .collect();
+        self.routes.insert(track, conns);
+        Ok(())
+    }
+}

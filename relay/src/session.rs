@@ -1,0 +1,374 @@
+//! One client connection: the join handshake, the control stream, and the tasks that
+//! receive its media. A thin driver around [`crate::core::Meeting`].
+//!
+//! Logs carry the connection's `stable_id` and a keyed tag of the meeting ID, never
+//! the meeting ID, participant ID, info blob or address in clear.
+
+use std::collections::HashMap;
+use std::sync::atomic::{AtomicU64, Ordering::Relaxed};
+use std::sync::{Arc, Mutex, MutexGuard};
+use std::time::{Duration, Instant};
+
+use bytes::BytesMut;
+use orelay_proto::control::{ControlMessage, JoinOutcome};
+use orelay_proto::{ClientMessage, ControlDecoder, ErrorCode, ParticipantId, RejectReason, ServerMessage};
+use tokio::sync::{mpsc, Notify, OwnedSemaphorePermit};
+use tracing::{debug, info, Instrument};
+
+use crate::core::registry::check_join;
+use crate::core::{Action, Meeting, MeetingId, SubscriberQueue};
+use crate::error::{PeerMisbehaved, PeerNotAllowed, SessionError};
+use crate::server::Shared;
+
+/// A meeting as the I/O layer holds it: the sans-IO core plus each participant's handle.
+pub(crate) struct MeetingCell {
+    /// Keyed hash of the meeting ID, for logs.
+    pub(crate) tag: String,
+    pub(crate) state: Mutex<MeetingState>,
+    /// Bumped on every membership or subscription change, so media tasks can cache
+    /// subscriber lists and refresh them only when this moves.
+    pub(crate) epoch: AtomicU64,
+}
+
+pub(crate) struct MeetingState {
+    pub(crate) core: Meeting,
+    pub(crate) peers: HashMap<ParticipantId, Arc<Peer>>,
+}
+
+/// A participant's connection as other participants' media tasks see it.
+pub(crate) struct Peer {
+    pub(crate) conn: quinn::Connection,
+    control: mpsc::Sender<ServerMessage>,
+    pub(crate) queue: Mutex<SubscriberQueue>,
+    /// Wakes this subscriber's group writers when its queue changes.
+    pub(crate) notify: Notify,
+}
+
+impl Peer {
+    pub(crate) fn queue(&self) -> MutexGuard<'_, SubscriberQueue> {
+        // A panic while holding the lock would be a relay bug; keep serving the data.
+        self.queue.lock().unwrap_or_else(|poisoned| poisoned.into_inner())
+    }
+}
+
+impl MeetingCell {
+    pub(crate) fn lock(&self) -> MutexGuard<'_, MeetingState> {
+        self.state.lock().unwrap_or_else(|poisoned| poisoned.into_inner())
+    }
+}
+
+impl MeetingState {
+    /// Carries out the core's actions. Never blocks: a client whose control backlog is
+    /// full is closed rather than allowed to stall the meeting.
+    pub(crate) fn apply(&self, actions: Vec<Action>, shared: &Shared) {
+        for action in actions {
+            let Action::Send { to, msg } = action;
+            let Some(peer) = self.peers.get(&to) else { continue };
+            if matches!(msg, ServerMessage::KeyframeRequest { .. }) {
+                shared.stats.keyframe_requests.fetch_add(1, Relaxed);
+            }
+            if peer.control.try_send(msg).is_err() {
+                close(&peer.conn, shared, &SessionError::RelayLimit(crate::error::RelayLimit::ControlBacklog));
+            }
+        }
+    }
+}
+
+/// Closes a connection because of `err`, counting it by close code.
+pub(crate) fn close(conn: &quinn::Connection, shared: &Shared, err: &SessionError) {
+    if conn.close_reason().is_some() {
+        return;
+    }
+    debug!(error = %err, code = %err.close_code(), "closing connection");
+    shared.stats.count_close(err.label());
+    conn.close(err.close_code().0.into(), err.label().as_bytes());
+}
+
+/// How a session's loops ended.
+enum End {
+    /// The participant sent `Leave`.
+    Left,
+    /// The connection went away (peer closed, idle timeout, relay shutdown).
+    Lost,
+    /// The relay must close the connection.
+    Error(SessionError),
+}
+
+impl<E: Into<SessionError>> From<E> for End {
+    fn from(e: E) -> Self {
+        End::Error(e.into())
+    }
+}
+
+/// Everything a media task of one participant needs.
+pub(crate) struct Session {
+    pub(crate) shared: Arc<Shared>,
+    pub(crate) cell: Arc<MeetingCell>,
+    pub(crate) id: ParticipantId,
+    pub(crate) conn: quinn::Connection,
+}
+
+struct ActiveGuard<'a>(&'a std::sync::atomic::AtomicI64);
+
+impl Drop for ActiveGuard<'_> {
+    fn drop(&mut self) {
+        self.0.fetch_sub(1, Relaxed);
+    }
+}
+
+/// Drives one incoming connection from handshake to close.
+pub(crate) async fn run(
+    shared: Arc<Shared>,
+    incoming: quinn::Incoming,
+    _connection: OwnedSemaphorePermit,
+    unjoined: OwnedSemaphorePermit,
+) {
+    let conn = match incoming.await {
+        Ok(conn) => conn,
+        Err(e) => {
+            debug!(error = %e, "handshake failed");
+            return;
+        }
+    };
+    shared.stats.connections_accepted.fetch_add(1, Relaxed);
+    shared.stats.connections_active.fetch_add(1, Relaxed);
+    let _active = ActiveGuard(&shared.stats.connections_active);
+    let span = tracing::info_span!("conn", id = conn.stable_id());
+    serve(&shared, conn, unjoined).instrument(span).await;
+}
+
+async fn serve(shared: &Arc<Shared>, conn: quinn::Connection, unjoined: OwnedSemaphorePermit) {
+    let deadline = Duration::from_millis(shared.config.join_timeout_ms);
+    let joined = match tokio::time::timeout(deadline, join(shared, &conn)).await {
+        Err(_) => Err(End::Error(PeerNotAllowed::JoinTimeout.into())),
+        Ok(result) => result,
+    };
+    drop(unjoined);
+    let end = match joined {
+        Ok((session, send, recv, decoder, control_rx)) => {
+            let session = Arc::new(session);
+            info!(meeting = %session.cell.tag, "joined");
+            let end = session.clone().serve(send, recv, decoder, control_rx).await;
+            session.leave();
+            end
+        }
+        Err(end) => end,
+    };
+    match end {
+        End::Left => conn.close(ErrorCode::NO_ERROR.0.into(), b"left"),
+        End::Lost => {}
+        End::Error(e) => close(&conn, shared, &e),
+    }
+}
+
+type Joined = (
+    Session,
+    quinn::SendStream,
+    quinn::RecvStream,
+    ControlDecoder<ClientMessage>,
+    mpsc::Receiver<ServerMessage>,
+);
+
+/// Reads the next control message, or ends.
+async fn next_message(recv: &mut quinn::RecvStream, decoder: &mut ControlDecoder<ClientMessage>) -> Result<ClientMessage, End> {
+    loop {
+        if let Some(msg) = decoder.next()? {
+            return Ok(msg);
+        }
+        match recv.read_chunk(4096, true).await {
+            Ok(Some(chunk)) => decoder.push(&chunk.bytes),
+            Ok(None) => return Err(PeerMisbehaved::ControlStreamClosed.into()),
+            Err(_) => return Err(End::Lost),
+        }
+    }
+}
+
+async fn join(shared: &Arc<Shared>, conn: &quinn::Connection) -> Result<Joined, End> {
+    let (mut send, mut recv) = conn.accept_bi().await.map_err(|_| End::Lost)?;
+    let mut decoder = ControlDecoder::new();
+    let ClientMessage::Join {
+        version,
+        meeting_id,
+        passcode,
+        info,
+    } = next_message(&mut recv, &mut decoder).await?
+    else {
+        return Err(PeerMisbehaved::UnexpectedMessage("first message must be Join").into());
+    };
+    let (control_tx, control_rx) = mpsc::channel(shared.config.control_backlog);
+    let admitted = check_join(version, &meeting_id)
+        .map_err(|e| e.0)
+        .and_then(|id| admit(shared, conn, id, &passcode, info, control_tx));
+    match admitted {
+        Ok((cell, id)) => {
+            shared.stats.joins_admitted.fetch_add(1, Relaxed);
+            let session = Session {
+                shared: shared.clone(),
+                cell,
+                id,
+                conn: conn.clone(),
+            };
+            Ok((session, send, recv, decoder, control_rx))
+        }
+        Err(reason) => {
+            shared.stats.joins_rejected.fetch_add(1, Relaxed);
+            info!(reason = %reason, "join rejected");
+            let msg = ServerMessage::JoinResult(JoinOutcome::Rejected { reason });
+            // Give the client a moment to read the reason and close itself.
+            if send.write_all(&msg.to_bytes()).await.is_ok() && send.finish().is_ok() {
+                let _ = tokio::time::timeout(Duration::from_secs(1), conn.closed()).await;
+            }
+            Err(PeerNotAllowed::JoinRejected(reason).into())
+        }
+    }
+}
+
+fn admit(
+    shared: &Shared,
+    conn: &quinn::Connection,
+    meeting_id: MeetingId,
+    passcode: &str,
+    info: bytes::Bytes,
+    control: mpsc::Sender<ServerMessage>,
+) -> Result<(Arc<MeetingCell>, ParticipantId), RejectReason> {
+    // Lock order everywhere: registry, then meeting.
+    let mut meetings = shared.meetings.lock().unwrap_or_else(|p| p.into_inner());
+    let cell = match meetings.get(&meeting_id) {
+        Some(cell) => cell.clone(),
+        None => {
+            if meetings.len() >= shared.config.max_meetings {
+                return Err(RejectReason::TOO_MANY_MEETINGS);
+            }
+            let cell = Arc::new(MeetingCell {
+                tag: crate::privacy::tag(meeting_id.as_bytes()),
+                state: Mutex::new(MeetingState {
+                    core: Meeting::new(passcode, shared.config.meeting_limits()),
+                    peers: HashMap::new(),
+                }),
+                epoch: AtomicU64::new(0),
+            });
+            meetings.insert(meeting_id, cell.clone());
+            shared.stats.meetings_active.fetch_add(1, Relaxed);
+            cell
+        }
+    };
+    let mut state = cell.lock();
+    let (id, actions) = state.core.join(passcode, info)?;
+    let peer = Arc::new(Peer {
+        conn: conn.clone(),
+        control,
+        queue: Mutex::new(SubscriberQueue::new(shared.config.queue_limits())),
+        notify: Notify::new(),
+    });
+    state.peers.insert(id, peer);
+    state.apply(actions, shared);
+    cell.epoch.fetch_add(1, Relaxed);
+    shared.stats.participants_active.fetch_add(1, Relaxed);
+    drop(state);
+    Ok((cell.clone(), id))
+}
+
+impl Session {
+    /// Runs the control reader, control writer, stream acceptor and datagram reader
+    /// until one of them ends the session.
+    async fn serve(
+        self: Arc<Self>,
+        send: quinn::SendStream,
+        mut recv: quinn::RecvStream,
+        mut decoder: ControlDecoder<ClientMessage>,
+        control_rx: mpsc::Receiver<ServerMessage>,
+    ) -> End {
+        let control = async {
+            loop {
+                let msg = next_message(&mut recv, &mut decoder).await?;
+                if let ClientMessage::Leave = msg {
+                    return Ok::<End, End>(End::Left);
+                }
+                self.handle(msg)?;
+            }
+        };
+        let streams = async {
+            loop {
+                let Ok(stream) = self.conn.accept_uni().await else { return End::Lost };
+                tokio::spawn(crate::forward::ingest_group(self.clone(), stream).in_current_span());
+            }
+        };
+        let datagrams = async {
+            let mut audio = crate::forward::AudioRoutes::default();
+            loop {
+                let Ok(datagram) = self.conn.read_datagram().await else { return End::Lost };
+                if let Err(e) = audio.forward(&self, datagram) {
+                    return End::Error(e);
+                }
+            }
+        };
+        tokio::select! {
+            end = control => end.unwrap_or_else(|e| e),
+            end = streams => end,
+            end = datagrams => end,
+            end = write_control(send, control_rx) => end,
+        }
+    }
+
+    fn handle(&self, msg: ClientMessage) -> Result<(), SessionError> {
+        let now = Instant::now();
+        let mut state = self.cell.lock();
+        let core = &mut state.core;
+        let actions = match msg {
+            ClientMessage::Join { .. } => return Err(PeerMisbehaved::UnexpectedMessage("second Join").into()),
+            ClientMessage::Leave => Vec::new(),
+            ClientMessage::Publish(info) => core.publish(self.id, info)?,
+            ClientMessage::Unpublish { track } => core.unpublish(self.id, track)?,
+            ClientMessage::Subscribe { publisher, track, layer } => core.subscribe(self.id, publisher, track, layer, now)?,
+            ClientMessage::Unsubscribe { publisher, track } => {
+                core.unsubscribe(self.id, publisher, track)?;
+                Vec::new()
+            }
+            ClientMessage::RequestKeyframe { publisher, track, layer } => core.request_keyframe(publisher, track, layer, now),
+        };
+        state.apply(actions, &self.shared);
+        self.cell.epoch.fetch_add(1, Relaxed);
+        Ok(())
+    }
+
+    /// Removes the participant from its meeting, and the meeting if it is now empty.
+    fn leave(&self) {
+        let mut state = self.cell.lock();
+        let actions = state.core.leave(self.id);
+        state.peers.remove(&self.id);
+        state.apply(actions, &self.shared);
+        self.cell.epoch.fetch_add(1, Relaxed);
+        self.shared.stats.participants_active.fetch_sub(1, Relaxed);
+        let empty = state.core.is_empty();
+        drop(state);
+        if empty {
+            let mut meetings = self.shared.meetings.lock().unwrap_or_else(|p| p.into_inner());
+            // Re-check under both locks: someone may have joined in between.
+            let still_empty = self.cell.lock().core.is_empty();
+            let before = meetings.len();
+            if still_empty {
+                meetings.retain(|_, cell| !Arc::ptr_eq(cell, &self.cell));
+            }
+            if meetings.len() < before {
+                self.shared.stats.meetings_active.fetch_sub(1, Relaxed);
+            }
+        }
+        debug!(meeting = %self.cell.tag, "left");
+    }
+}
+
+/// Writes queued control messages, batching whatever is ready into one write.
+async fn write_control(mut send: quinn::SendStream, mut rx: mpsc::Receiver<ServerMessage>) -> End {
+    let mut buf = BytesMut::new();
+    while let Some(msg) = rx.recv().await {
+        msg.encode(&mut buf);
+        while let Ok(more) = rx.try_recv() {
+            more.encode(&mut buf);
+        }
+        if send.write_all(&buf).await.is_err() {
+            return End::Lost;
+        }
+        buf.clear();
+    }
+    End::Lost
+}

@@ -1,0 +1,108 @@
+//! The relay's counters and gauges: lock-free atomics updated on the hot path and
+//! read as a [`StatsSnapshot`]. Labels are low-cardinality by construction: close
+//! codes and track kinds, never meeting or participant identifiers.
+
+use std::sync::atomic::{AtomicI64, AtomicU64, Ordering::Relaxed};
+use std::sync::Mutex;
+use std::collections::BTreeMap;
+
+/// Live counters of one relay.
+#[derive(Debug, Default)]
+pub struct RelayStats {
+    pub(crate) connections_accepted: AtomicU64,
+    pub(crate) connections_refused: AtomicU64,
+    pub(crate) connections_active: AtomicI64,
+    pub(crate) joins_admitted: AtomicU64,
+    pub(crate) joins_rejected: AtomicU64,
+    pub(crate) meetings_active: AtomicI64,
+    pub(crate) participants_active: AtomicI64,
+    pub(crate) groups_in: AtomicU64,
+    pub(crate) groups_out: AtomicU64,
+    pub(crate) stream_bytes_in: AtomicU64,
+    pub(crate) stream_bytes_out: AtomicU64,
+    pub(crate) datagrams_in: AtomicU64,
+    pub(crate) datagrams_out: AtomicU64,
+    pub(crate) datagrams_dropped: AtomicU64,
+    pub(crate) groups_dropped: AtomicU64,
+    pub(crate) bytes_dropped: AtomicU64,
+    pub(crate) keyframe_requests: AtomicU64,
+    pub(crate) queued_bytes: AtomicI64,
+    closes: Mutex<BTreeMap<&'static str, u64>>,
+}
+
+/// A point-in-time copy of [`RelayStats`].
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub struct StatsSnapshot {
+    /// Connections that completed the handshake.
+    pub connections_accepted: u64,
+    /// Connection attempts refused at a connection limit.
+    pub connections_refused: u64,
+    /// Connections open now.
+    pub connections_active: i64,
+    /// Joins admitted.
+    pub joins_admitted: u64,
+    /// Joins rejected (bad passcode, invalid meeting ID, ...).
+    pub joins_rejected: u64,
+    /// Meetings with at least one participant.
+    pub meetings_active: i64,
+    /// Participants in meetings now.
+    pub participants_active: i64,
+    /// Group streams received from publishers.
+    pub groups_in: u64,
+    /// Group streams opened towards subscribers.
+    pub groups_out: u64,
+    /// Bytes received on group streams.
+    pub stream_bytes_in: u64,
+    /// Bytes written to subscribers' group streams.
+    pub stream_bytes_out: u64,
+    /// Audio datagrams received.
+    pub datagrams_in: u64,
+    /// Audio datagrams handed to subscribers' connections.
+    pub datagrams_out: u64,
+    /// Audio datagrams not forwarded (subscriber's buffer full or path too small).
+    pub datagrams_dropped: u64,
+    /// Groups dropped for subscribers that fell behind.
+    pub groups_dropped: u64,
+    /// Bytes dropped for subscribers that fell behind.
+    pub bytes_dropped: u64,
+    /// Keyframe requests sent to publishers.
+    pub keyframe_requests: u64,
+    /// Bytes waiting in subscriber queues now.
+    pub queued_bytes: i64,
+    /// Connections the relay closed, by close code name.
+    pub closes: BTreeMap<&'static str, u64>,
+}
+
+impl RelayStats {
+    /// Counts a connection the relay closed with `code_name`.
+    pub(crate) fn count_close(&self, code_name: &'static str) {
+        if let Ok(mut closes) = self.closes.lock() {
+            *closes.entry(code_name).or_default() += 1;
+        }
+    }
+
+    /// A copy of every counter.
+    pub fn snapshot(&self) -> StatsSnapshot {
+        StatsSnapshot {
+            connections_accepted: self.connections_accepted.load(Relaxed),
+            connections_refused: self.connections_refused.load(Relaxed),
+            connections_active: self.connections_active.load(Relaxed),
+            joins_admitted: self.joins_admitted.load(Relaxed),
+            joins_rejected: self.joins_rejected.load(Relaxed),
+            meetings_active: self.meetings_active.load(Relaxed),
+            participants_active: self.participants_active.load(Relaxed),
+            groups_in: self.groups_in.load(Relaxed),
+            groups_out: self.groups_out.load(Relaxed),
+            stream_bytes_in: self.stream_bytes_in.load(Relaxed),
+            stream_bytes_out: self.stream_bytes_out.load(Relaxed),
+            datagrams_in: self.datagrams_in.load(Relaxed),
+            datagrams_out: self.datagrams_out.load(Relaxed),
+            datagrams_dropped: self.datagrams_dropped.load(Relaxed),
+            groups_dropped: self.groups_dropped.load(Relaxed),
+            bytes_dropped: self.bytes_dropped.load(Relaxed),
+            keyframe_requests: self.keyframe_requests.load(Relaxed),
+            queued_bytes: self.queued_bytes.load(Relaxed),
+            closes: self.closes.lock().map(|c| c.clone()).unwrap_or_default(),
+        }
+    }
+}
