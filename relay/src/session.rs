@@ -67,7 +67,9 @@ impl MeetingState {
             if matches!(msg, ServerMessage::KeyframeRequest { .. }) {
                 shared.stats.keyframe_requests.fetch_add(1, Relaxed);
             }
-            if peer.control.try_send(msg).is_err() {
+            // A closed channel means that session is already ending; only a full one
+            // means a client that does not read.
+            if let Err(mpsc::error::TrySendError::Full(_)) = peer.control.try_send(msg) {
                 close(&peer.conn, shared, &SessionError::RelayLimit(crate::error::RelayLimit::ControlBacklog));
             }
         }
