@@ -1,0 +1,23 @@
+#!/usr/bin/env bash
+# Sets up and runs every check and test: formatting, lints, and the whole test suite
+# (unit, property, and QUIC-over-loopback integration tests). CI runs exactly this.
+set -euo pipefail
+cd "$(dirname "$0")/.."
+
+if ! command -v cargo >/dev/null 2>&1; then
+  echo "error: cargo not found; install a Rust toolchain (https://rustup.rs) first" >&2
+  exit 1
+fi
+for component in rustfmt clippy; do
+  if ! cargo "${component/rustfmt/fmt}" --version >/dev/null 2>&1; then
+    echo "installing missing toolchain component: $component"
+    rustup component add "$component"
+  fi
+done
+
+echo "== cargo fmt --check"
+cargo fmt --all -- --check
+echo "== cargo clippy"
+cargo clippy --workspace --all-targets --locked -- -D warnings
+echo "== cargo test"
+cargo test --workspace --locked
