@@ -4,7 +4,9 @@
 use bytes::{Bytes, BytesMut};
 use criterion::{black_box, criterion_group, criterion_main, Criterion, Throughput};
 use orelay_proto::control::ControlMessage;
-use orelay_proto::{ClientMessage, DatagramHeader, GroupHeader, ServerMessage, TrackInfo, TrackKind};
+use orelay_proto::{
+    ClientMessage, DatagramHeader, GroupHeader, ServerMessage, TrackInfo, TrackKind,
+};
 
 fn control(c: &mut Criterion) {
     let join = ClientMessage::Join {
@@ -59,7 +61,9 @@ fn media(c: &mut Criterion) {
     db.extend_from_slice(&[0u8; 104]);
     let mut g = c.benchmark_group("media_header");
     g.throughput(Throughput::Elements(1));
-    g.bench_function("decode_group_header", |b| b.iter(|| GroupHeader::decode(black_box(&gb)).unwrap()));
+    g.bench_function("decode_group_header", |b| {
+        b.iter(|| GroupHeader::decode(black_box(&gb)).unwrap())
+    });
     g.bench_function("decode_datagram_header", |b| {
         b.iter(|| DatagramHeader::decode(black_box(&db)).unwrap())
     });

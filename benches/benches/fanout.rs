@@ -45,7 +45,11 @@ fn queue_fanout(c: &mut Criterion) {
                     .collect();
                 b.iter(|| {
                     for (q, slot) in &mut queues {
-                        let c = if copy { Bytes::copy_from_slice(&chunk) } else { chunk.clone() };
+                        let c = if copy {
+                            Bytes::copy_from_slice(&chunk)
+                        } else {
+                            chunk.clone()
+                        };
                         q.push(*slot, c, now);
                         if let Pop::Chunk(out) = q.pop(*slot) {
                             criterion::black_box(out);
@@ -86,12 +90,23 @@ impl ThroughRelay {
         let relay = orelay_relay::Relay::bind(config).unwrap().spawn().unwrap();
         let pin = orelay_client::parse_fingerprint(&relay.fingerprint).unwrap();
         let client = Client::new(SocketAddr::from(([127, 0, 0, 1], 0)), pin).unwrap();
-        let mut publisher = client.join(relay.addr, "bench-meeting-1", "pw", b"p").await.unwrap();
-        let mut subscriber = client.join(relay.addr, "bench-meeting-1", "pw", b"s").await.unwrap();
+        let mut publisher = client
+            .join(relay.addr, "bench-meeting-1", "pw", b"p")
+            .await
+            .unwrap();
+        let mut subscriber = client
+            .join(relay.addr, "bench-meeting-1", "pw", b"s")
+            .await
+            .unwrap();
         publisher.publish(video()).await.unwrap();
         loop {
-            if let Some(Ok(ServerMessage::TrackPublished { participant, info })) = subscriber.next_event().await {
-                subscriber.subscribe(participant, info.track, 0).await.unwrap();
+            if let Some(Ok(ServerMessage::TrackPublished { participant, info })) =
+                subscriber.next_event().await
+            {
+                subscriber
+                    .subscribe(participant, info.track, 0)
+                    .await
+                    .unwrap();
                 break;
             }
         }
@@ -144,9 +159,13 @@ impl RawQuinn {
         let config = Config::default();
         let identity = orelay_relay::tls::Identity::self_signed().unwrap();
         let pin = orelay_client::parse_fingerprint(&identity.fingerprint()).unwrap();
-        let server_config =
-            orelay_relay::tls::server_config(identity, orelay_relay::server::transport_config(&config)).unwrap();
-        let server = quinn::Endpoint::server(server_config, SocketAddr::from(([127, 0, 0, 1], 0))).unwrap();
+        let server_config = orelay_relay::tls::server_config(
+            identity,
+            orelay_relay::server::transport_config(&config),
+        )
+        .unwrap();
+        let server =
+            quinn::Endpoint::server(server_config, SocketAddr::from(([127, 0, 0, 1], 0))).unwrap();
         let addr = server.local_addr().unwrap();
         let (tx, done) = mpsc::channel(16);
         let accept = server.clone();
@@ -194,8 +213,12 @@ fn loopback(c: &mut Criterion) {
     let mut raw = rt.block_on(RawQuinn::new());
     let mut g = c.benchmark_group("loopback_group");
     g.throughput(Throughput::Bytes(OBJECTS * OBJECT_BYTES as u64));
-    g.bench_function("raw_quinn", |b| b.iter_custom(|iters| rt.block_on(raw.run(iters))));
-    g.bench_function("through_relay", |b| b.iter_custom(|iters| rt.block_on(relay.run(iters))));
+    g.bench_function("raw_quinn", |b| {
+        b.iter_custom(|iters| rt.block_on(raw.run(iters)))
+    });
+    g.bench_function("through_relay", |b| {
+        b.iter_custom(|iters| rt.block_on(relay.run(iters)))
+    });
     g.finish();
 }
 

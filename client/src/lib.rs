@@ -15,8 +15,8 @@ use std::time::Duration;
 use bytes::BytesMut;
 use orelay_proto::control::{ControlMessage, JoinOutcome};
 use orelay_proto::{
-    ClientMessage, ControlDecoder, DecodeError, ErrorCode, ParticipantId, RejectReason, ServerMessage, TrackId,
-    TrackInfo, PROTOCOL_VERSION,
+    ClientMessage, ControlDecoder, DecodeError, ErrorCode, ParticipantId, RejectReason,
+    ServerMessage, TrackId, TrackInfo, PROTOCOL_VERSION,
 };
 use tokio::sync::mpsc;
 
@@ -115,7 +115,13 @@ impl Client {
     }
 
     /// Connects and joins a meeting in one step.
-    pub async fn join(&self, relay: SocketAddr, meeting_id: &str, passcode: &str, info: &[u8]) -> Result<Session, ClientError> {
+    pub async fn join(
+        &self,
+        relay: SocketAddr,
+        meeting_id: &str,
+        passcode: &str,
+        info: &[u8],
+    ) -> Result<Session, ClientError> {
         let conn = self.connect(relay).await?;
         Session::join(conn, meeting_id, passcode, info).await
     }
@@ -137,7 +143,12 @@ pub struct Session {
 
 impl Session {
     /// Opens the control stream on `conn` and joins. On rejection the connection is closed.
-    pub async fn join(conn: quinn::Connection, meeting_id: &str, passcode: &str, info: &[u8]) -> Result<Session, ClientError> {
+    pub async fn join(
+        conn: quinn::Connection,
+        meeting_id: &str,
+        passcode: &str,
+        info: &[u8],
+    ) -> Result<Session, ClientError> {
         let (mut send, recv) = conn.open_bi().await?;
         let join = ClientMessage::Join {
             version: PROTOCOL_VERSION,
@@ -148,7 +159,9 @@ impl Session {
         send.write_all(&join.to_bytes()).await?;
         let (tx, mut events) = mpsc::channel(4096);
         tokio::spawn(read_control(recv, tx));
-        let first = events.recv().await.ok_or(ClientError::Unexpected("control stream closed before JoinResult"));
+        let first = events.recv().await.ok_or(ClientError::Unexpected(
+            "control stream closed before JoinResult",
+        ));
         let outcome = match first {
             Ok(Ok(ServerMessage::JoinResult(outcome))) => outcome,
             Ok(Ok(_)) => return Err(ClientError::Unexpected("first message was not JoinResult")),
@@ -194,8 +207,18 @@ impl Session {
     }
 
     /// Subscribes to a layer of another participant's track.
-    pub async fn subscribe(&mut self, publisher: ParticipantId, track: TrackId, layer: u8) -> Result<(), ClientError> {
-        self.send(&ClientMessage::Subscribe { publisher, track, layer }).await
+    pub async fn subscribe(
+        &mut self,
+        publisher: ParticipantId,
+        track: TrackId,
+        layer: u8,
+    ) -> Result<(), ClientError> {
+        self.send(&ClientMessage::Subscribe {
+            publisher,
+            track,
+            layer,
+        })
+        .await
     }
 
     /// The next control message from the relay; `None` once the control stream ends.
@@ -212,7 +235,10 @@ impl Session {
     pub async fn leave(mut self) -> Result<(), ClientError> {
         self.send(&ClientMessage::Leave).await?;
         let conn = self.media.connection().clone();
-        if tokio::time::timeout(Duration::from_secs(2), conn.closed()).await.is_err() {
+        if tokio::time::timeout(Duration::from_secs(2), conn.closed())
+            .await
+            .is_err()
+        {
             conn.close(ErrorCode::NO_ERROR.0.into(), b"left");
         }
         Ok(())
@@ -220,7 +246,10 @@ impl Session {
 }
 
 /// Decodes the relay's control stream into events until it ends or fails.
-async fn read_control(mut recv: quinn::RecvStream, tx: mpsc::Sender<Result<ServerMessage, ClientError>>) {
+async fn read_control(
+    mut recv: quinn::RecvStream,
+    tx: mpsc::Sender<Result<ServerMessage, ClientError>>,
+) {
     let mut decoder = ControlDecoder::<ServerMessage>::new();
     let mut buf = BytesMut::new();
     loop {

@@ -2,7 +2,9 @@
 
 use bytes::{Buf, Bytes, BytesMut};
 use orelay_proto::limits::MAX_GROUP_HEADER;
-use orelay_proto::{DatagramHeader, DecodeError, ErrorCode, GroupHeader, ObjectHeader, ParticipantId, TrackId};
+use orelay_proto::{
+    DatagramHeader, DecodeError, ErrorCode, GroupHeader, ObjectHeader, ParticipantId, TrackId,
+};
 
 use crate::ClientError;
 
@@ -38,7 +40,13 @@ impl Media {
     }
 
     /// Opens the stream for a new group of one of our tracks and writes its header.
-    pub async fn open_group(&self, track: TrackId, group: u64, layer: u8, priority: u8) -> Result<GroupWriter, ClientError> {
+    pub async fn open_group(
+        &self,
+        track: TrackId,
+        group: u64,
+        layer: u8,
+        priority: u8,
+    ) -> Result<GroupWriter, ClientError> {
         let mut stream = self.conn.open_uni().await?;
         let header = GroupHeader {
             publisher: self.participant,
@@ -58,7 +66,13 @@ impl Media {
     }
 
     /// The datagram header for an audio object of one of our tracks.
-    pub fn audio_header(&self, track: TrackId, group: u64, object: u64, priority: u8) -> DatagramHeader {
+    pub fn audio_header(
+        &self,
+        track: TrackId,
+        group: u64,
+        object: u64,
+        priority: u8,
+    ) -> DatagramHeader {
         DatagramHeader {
             publisher: self.participant,
             track,
@@ -94,7 +108,11 @@ impl Media {
             match GroupHeader::decode(&buf) {
                 Ok((header, len)) => {
                     buf.advance(len);
-                    return Ok(GroupReader { stream, header, buf });
+                    return Ok(GroupReader {
+                        stream,
+                        header,
+                        buf,
+                    });
                 }
                 Err(DecodeError::Incomplete) if buf.len() < MAX_GROUP_HEADER => {}
                 Err(DecodeError::Incomplete) => return Err(DecodeError::Truncated.into()),
@@ -111,7 +129,9 @@ impl Media {
 
 fn read_error(e: quinn::ReadError) -> ClientError {
     match e {
-        quinn::ReadError::Reset(code) => ClientError::Reset(ErrorCode::from_quic(code.into_inner())),
+        quinn::ReadError::Reset(code) => {
+            ClientError::Reset(ErrorCode::from_quic(code.into_inner()))
+        }
         other => ClientError::Read(other),
     }
 }

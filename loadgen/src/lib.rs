@@ -38,7 +38,11 @@ pub enum Target {
 
 /// Runs a scenario to completion and reports what participants experienced.
 /// `progress` is called about once a second with a one-line status.
-pub async fn run(scenario: Scenario, target: Target, mut progress: impl FnMut(&str)) -> anyhow::Result<Report> {
+pub async fn run(
+    scenario: Scenario,
+    target: Target,
+    mut progress: impl FnMut(&str),
+) -> anyhow::Result<Report> {
     scenario.validate()?;
     let (relay, addr, fingerprint) = match target {
         Target::InProcess => {
@@ -51,7 +55,8 @@ pub async fn run(scenario: Scenario, target: Target, mut progress: impl FnMut(&s
             let relay = orelay_relay::Relay::bind(config)
                 .context("starting the in-process relay")?
                 .spawn()?;
-            let pin = orelay_client::parse_fingerprint(&relay.fingerprint).context("relay fingerprint")?;
+            let pin = orelay_client::parse_fingerprint(&relay.fingerprint)
+                .context("relay fingerprint")?;
             let addr = relay.addr;
             (Some(relay), addr, pin)
         }
@@ -105,7 +110,10 @@ pub async fn run(scenario: Scenario, target: Target, mut progress: impl FnMut(&s
             let mut last = (0u64, 0u64);
             loop {
                 tick.tick().await;
-                let rx = (live.video_received.load(Relaxed), live.audio_received.load(Relaxed));
+                let rx = (
+                    live.video_received.load(Relaxed),
+                    live.audio_received.load(Relaxed),
+                );
                 let line = format!(
                     "[{:>4.0}s] joined {}/{}  video rx {}/s  audio rx {}/s  auth failures {}",
                     begun.elapsed().as_secs_f64(),

@@ -78,7 +78,8 @@ async fn main() -> anyhow::Result<()> {
         meetings: args.meetings,
         participants: args.participants,
         duration: Duration::from_secs(args.duration),
-        join_window: Duration::try_from_secs_f64(args.join_window).context("join_window must be a non-negative number of seconds")?,
+        join_window: Duration::try_from_secs_f64(args.join_window)
+            .context("join_window must be a non-negative number of seconds")?,
         audio_pps: args.audio_pps,
         video_fps: args.video_fps,
         layer_kbps: args.layer_kbps,

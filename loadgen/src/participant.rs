@@ -75,7 +75,11 @@ pub async fn run(client: Client, plan: Plan) -> (Option<Duration>, Tally) {
     (Some(join_time), tally)
 }
 
-async fn participate(mut session: Session, plan: &Plan, tally: Arc<Mutex<Tally>>) -> Result<(), ClientError> {
+async fn participate(
+    mut session: Session,
+    plan: &Plan,
+    tally: Arc<Mutex<Tally>>,
+) -> Result<(), ClientError> {
     let s = &plan.scenario;
     let layers = s.layer_kbps.len() as u8;
     session
@@ -96,8 +100,18 @@ async fn participate(mut session: Session, plan: &Plan, tally: Arc<Mutex<Tally>>
         .await?;
     let media = session.media();
     let receivers = [
-        tokio::spawn(receive_video(media.clone(), plan.key.clone(), plan.live.clone(), tally.clone())),
-        tokio::spawn(receive_audio(media.clone(), plan.key.clone(), plan.live.clone(), tally)),
+        tokio::spawn(receive_video(
+            media.clone(),
+            plan.key.clone(),
+            plan.live.clone(),
+            tally.clone(),
+        )),
+        tokio::spawn(receive_audio(
+            media.clone(),
+            plan.key.clone(),
+            plan.live.clone(),
+            tally,
+        )),
     ];
     let keyframe_wanted = Arc::new(AtomicBool::new(false));
     let ctr = AtomicU64::new(0);
@@ -110,10 +124,16 @@ async fn participate(mut session: Session, plan: &Plan, tally: Arc<Mutex<Tally>>
             };
             match event {
                 Some(Ok(ServerMessage::TrackPublished { participant, info })) => {
-                    let layer = if info.kind == TrackKind::AUDIO { 0 } else { s.subscribe_layer };
+                    let layer = if info.kind == TrackKind::AUDIO {
+                        0
+                    } else {
+                        s.subscribe_layer
+                    };
                     session.subscribe(participant, info.track, layer).await?;
                 }
-                Some(Ok(ServerMessage::KeyframeRequest { .. })) => keyframe_wanted.store(true, Relaxed),
+                Some(Ok(ServerMessage::KeyframeRequest { .. })) => {
+                    keyframe_wanted.store(true, Relaxed)
+                }
                 Some(Ok(_)) => {}
                 Some(Err(e)) => return Err(e),
                 None => return Ok(()),
@@ -150,7 +170,12 @@ async fn send_audio(media: &Media, plan: &Plan, ctr: &AtomicU64, until: TokioIns
         header_bytes.clear();
         header.encode(&mut header_bytes);
         plain[..8].copy_from_slice(&now_us().to_be_bytes());
-        let sealed = plan.key.seal(header.publisher, ctr.fetch_add(1, Relaxed), &header_bytes, &plain);
+        let sealed = plan.key.seal(
+            header.publisher,
+            ctr.fetch_add(1, Relaxed),
+            &header_bytes,
+            &plain,
+        );
         if media.send_audio(&header, &sealed).is_err() {
             return;
         }
@@ -187,7 +212,11 @@ async fn send_video(
                 if let Some(old) = w.take() {
                     old.finish();
                 }
-                *w = Some(media.open_group(VIDEO_TRACK, group, layer as u8, 100).await?);
+                *w = Some(
+                    media
+                        .open_group(VIDEO_TRACK, group, layer as u8, 100)
+                        .await?,
+                );
             }
         }
         for (layer, w) in writers.iter_mut().enumerate() {
@@ -199,7 +228,9 @@ async fn send_video(
             aad.clear();
             w.header.encode(&mut aad);
             header.encode(&mut aad);
-            let sealed = plan.key.seal(w.header.publisher, ctr.fetch_add(1, Relaxed), &aad, &plain);
+            let sealed = plan
+                .key
+                .seal(w.header.publisher, ctr.fetch_add(1, Relaxed), &aad, &plain);
             w.write(header, sealed).await?;
             plan.live.video_sent.fetch_add(1, Relaxed);
         }
@@ -210,13 +241,28 @@ async fn send_video(
     Ok(())
 }
 
-async fn receive_video(media: Media, key: Arc<MeetingKey>, live: Arc<Live>, tally: Arc<Mutex<Tally>>) {
+async fn receive_video(
+    media: Media,
+    key: Arc<MeetingKey>,
+    live: Arc<Live>,
+    tally: Arc<Mutex<Tally>>,
+) {
     while let Ok(group) = media.accept_group().await {
-        tokio::spawn(receive_group(group, key.clone(), live.clone(), tally.clone()));
+        tokio::spawn(receive_group(
+            group,
+            key.clone(),
+            live.clone(),
+            tally.clone(),
+        ));
     }
 }
 
-async fn receive_group(mut group: GroupReader, key: Arc<MeetingKey>, live: Arc<Live>, tally: Arc<Mutex<Tally>>) {
+async fn receive_group(
+    mut group: GroupReader,
+    key: Arc<MeetingKey>,
+    live: Arc<Live>,
+    tally: Arc<Mutex<Tally>>,
+) {
     let h = group.header;
     tally
         .lock()
@@ -235,7 +281,8 @@ async fn receive_group(mut group: GroupReader, key: Arc<MeetingKey>, live: Arc<L
                     Ok(plain) if plain.len() >= 8 => {
                         let sent = u64::from_be_bytes(plain[..8].try_into().unwrap_or([0; 8]));
                         live.video_received.fetch_add(1, Relaxed);
-                        live.bytes_received.fetch_add(obj.payload.len() as u64, Relaxed);
+                        live.bytes_received
+                            .fetch_add(obj.payload.len() as u64, Relaxed);
                         tally
                             .lock()
                             .unwrap_or_else(|p| p.into_inner())
@@ -247,7 +294,10 @@ async fn receive_group(mut group: GroupReader, key: Arc<MeetingKey>, live: Arc<L
                 }
             }
             Ok(None) => {
-                tally.lock().unwrap_or_else(|p| p.into_inner()).groups_complete += 1;
+                tally
+                    .lock()
+                    .unwrap_or_else(|p| p.into_inner())
+                    .groups_complete += 1;
                 return;
             }
             Err(ClientError::Reset(code)) if code == ErrorCode::GROUP_DROPPED => {
@@ -259,7 +309,12 @@ async fn receive_group(mut group: GroupReader, key: Arc<MeetingKey>, live: Arc<L
     }
 }
 
-async fn receive_audio(media: Media, key: Arc<MeetingKey>, live: Arc<Live>, tally: Arc<Mutex<Tally>>) {
+async fn receive_audio(
+    media: Media,
+    key: Arc<MeetingKey>,
+    live: Arc<Live>,
+    tally: Arc<Mutex<Tally>>,
+) {
     let mut header_bytes = BytesMut::with_capacity(32);
     while let Ok((h, payload)) = media.read_audio().await {
         header_bytes.clear();
@@ -269,10 +324,12 @@ async fn receive_audio(media: Media, key: Arc<MeetingKey>, live: Arc<Live>, tall
                 let sent = u64::from_be_bytes(plain[..8].try_into().unwrap_or([0; 8]));
                 live.audio_received.fetch_add(1, Relaxed);
                 live.bytes_received.fetch_add(payload.len() as u64, Relaxed);
-                tally
-                    .lock()
-                    .unwrap_or_else(|p| p.into_inner())
-                    .audio(h.publisher, h.track, h.object, now_us().saturating_sub(sent));
+                tally.lock().unwrap_or_else(|p| p.into_inner()).audio(
+                    h.publisher,
+                    h.track,
+                    h.object,
+                    now_us().saturating_sub(sent),
+                );
             }
             _ => {
                 live.decrypt_failures.fetch_add(1, Relaxed);

@@ -60,7 +60,8 @@ pub struct Tally {
 /// A latency histogram: 1 us to 1 hour at 3 significant digits.
 pub fn histogram() -> Histogram<u64> {
     // Fixed, valid bounds: this cannot fail.
-    Histogram::new_with_bounds(1, 3_600_000_000, 3).unwrap_or_else(|e| panic!("fixed histogram bounds rejected: {e}"))
+    Histogram::new_with_bounds(1, 3_600_000_000, 3)
+        .unwrap_or_else(|e| panic!("fixed histogram bounds rejected: {e}"))
 }
 
 impl Default for Tally {
@@ -226,7 +227,11 @@ pub fn build(
         audio_sent: live.audio_sent.load(Relaxed),
         audio_received: live.audio_received.load(Relaxed),
         latency_ms: Millis::from_us(&latency),
-        audio_loss_percent: if expected == 0 { 0.0 } else { 100.0 * (expected - got) as f64 / expected as f64 },
+        audio_loss_percent: if expected == 0 {
+            0.0
+        } else {
+            100.0 * (expected - got) as f64 / expected as f64
+        },
         groups_complete: complete,
         groups_skipped: skipped,
         decrypt_failures: live.decrypt_failures.load(Relaxed),
@@ -243,7 +248,11 @@ impl std::fmt::Display for Report {
             "participants   {} joined of {} in {} meetings ({} failed)",
             self.joined, self.participants, self.meetings, self.join_failed
         )?;
-        writeln!(f, "join time      p50 {:.1} ms  p99 {:.1} ms  max {:.1} ms", self.join_ms.p50, self.join_ms.p99, self.join_ms.max)?;
+        writeln!(
+            f,
+            "join time      p50 {:.1} ms  p99 {:.1} ms  max {:.1} ms",
+            self.join_ms.p50, self.join_ms.p99, self.join_ms.max
+        )?;
         writeln!(
             f,
             "video objects  sent {}  received {}  (groups complete {}, skipped {})",

@@ -61,15 +61,11 @@ impl Scenario {
     pub fn frame_bytes(&self, layer: usize, keyframe: bool) -> usize {
         let kbps = self.layer_kbps.get(layer).copied().unwrap_or(0) as usize;
         let per_frame = kbps * 1000 / 8 / self.video_fps.max(1) as usize;
-        let frames_per_group = (self.keyframe_interval.as_secs_f64() * f64::from(self.video_fps)).max(1.0);
+        let frames_per_group =
+            (self.keyframe_interval.as_secs_f64() * f64::from(self.video_fps)).max(1.0);
         // Solve k*5d + (n-1)*d = n*avg for d, with one keyframe per group.
         let delta = (per_frame as f64 * frames_per_group / (frames_per_group + 4.0)) as usize;
-        if keyframe {
-            delta * 5
-        } else {
-            delta
-        }
-        .max(16)
+        if keyframe { delta * 5 } else { delta }.max(16)
     }
 
     /// Checks every field; errors name it.
@@ -92,14 +88,23 @@ impl Scenario {
         if !(1..=60).contains(&self.video_fps) {
             bail!("video_fps must be 1..=60");
         }
-        if self.layer_kbps.is_empty() || self.layer_kbps.len() > usize::from(orelay_proto::limits::MAX_LAYERS) {
-            bail!("layer_kbps must list 1 to {} layers", orelay_proto::limits::MAX_LAYERS);
+        if self.layer_kbps.is_empty()
+            || self.layer_kbps.len() > usize::from(orelay_proto::limits::MAX_LAYERS)
+        {
+            bail!(
+                "layer_kbps must list 1 to {} layers",
+                orelay_proto::limits::MAX_LAYERS
+            );
         }
         if self.layer_kbps.iter().any(|&k| k == 0 || k > 20_000) {
             bail!("layer_kbps values must be 1..=20000");
         }
         if usize::from(self.subscribe_layer) >= self.layer_kbps.len() {
-            bail!("subscribe_layer {} does not exist (layers: {})", self.subscribe_layer, self.layer_kbps.len());
+            bail!(
+                "subscribe_layer {} does not exist (layers: {})",
+                self.subscribe_layer,
+                self.layer_kbps.len()
+            );
         }
         if self.keyframe_interval < Duration::from_millis(100) {
             bail!("keyframe_interval must be at least 100 ms");
@@ -131,11 +136,19 @@ mod tests {
             subscribe_layer: 3,
             ..Scenario::default()
         };
-        assert!(s.validate().unwrap_err().to_string().contains("subscribe_layer"));
+        assert!(s
+            .validate()
+            .unwrap_err()
+            .to_string()
+            .contains("subscribe_layer"));
         let s = Scenario {
             participants: 1,
             ..Scenario::default()
         };
-        assert!(s.validate().unwrap_err().to_string().contains("participants"));
+        assert!(s
+            .validate()
+            .unwrap_err()
+            .to_string()
+            .contains("participants"));
     }
 }

@@ -45,7 +45,8 @@ impl MeetingKey {
 
     /// A key from 16 raw bytes.
     pub fn from_bytes(raw: &[u8; 16]) -> anyhow::Result<MeetingKey> {
-        let key = UnboundKey::new(&AES_128_GCM, raw).map_err(|_| anyhow::anyhow!("bad AES-128 key"))?;
+        let key =
+            UnboundKey::new(&AES_128_GCM, raw).map_err(|_| anyhow::anyhow!("bad AES-128 key"))?;
         Ok(MeetingKey {
             key: LessSafeKey::new(key),
         })
@@ -58,9 +59,11 @@ impl MeetingKey {
         out.extend_from_slice(plaintext);
         let (ctr_bytes, body) = out.split_at_mut(8);
         let aad = aad(header, ctr_bytes);
-        let tag = self
-            .key
-            .seal_in_place_separate_tag(nonce(sender, ctr), Aad::from(aad.as_slice()), body);
+        let tag = self.key.seal_in_place_separate_tag(
+            nonce(sender, ctr),
+            Aad::from(aad.as_slice()),
+            body,
+        );
         // Sealing only fails for plaintexts over ~64 GiB; ours are frames.
         if let Ok(tag) = tag {
             out.extend_from_slice(tag.as_ref());
@@ -119,7 +122,10 @@ mod tests {
         let mut bad = sealed.to_vec();
         bad[10] ^= 1;
         assert_eq!(key.open(3, b"header", &bad), Err(OpenError::Forged));
-        assert_eq!(key.open(3, b"header", &sealed[..10]), Err(OpenError::TooShort));
+        assert_eq!(
+            key.open(3, b"header", &sealed[..10]),
+            Err(OpenError::TooShort)
+        );
         let other = MeetingKey::from_bytes(&[8; 16]).unwrap();
         assert_eq!(other.open(3, b"header", &sealed), Err(OpenError::Forged));
     }

@@ -17,15 +17,27 @@ async fn small_scenario_runs_clean() {
         client_sockets: 2,
         ..Scenario::default()
     };
-    let report = orelay_loadgen::run(scenario, Target::InProcess, |_| {}).await.unwrap();
+    let report = orelay_loadgen::run(scenario, Target::InProcess, |_| {})
+        .await
+        .unwrap();
     assert_eq!(report.joined, 6, "{report}");
     assert_eq!(report.join_failed, 0);
     assert_eq!(report.decrypt_failures, 0, "{report}");
     // Each of 6 participants hears 2 others at 50 packets/s for over 2 s.
     assert!(report.audio_received > 6 * 2 * 50 * 2 * 9 / 10, "{report}");
-    assert!(report.video_received > 0 && report.groups_complete > 0, "{report}");
+    assert!(
+        report.video_received > 0 && report.groups_complete > 0,
+        "{report}"
+    );
     assert!(report.audio_loss_percent < 1.0, "{report}");
-    assert!(report.latency_ms.p50 > 0.0 && report.latency_ms.p99 < 500.0, "{report}");
+    assert!(
+        report.latency_ms.p50 > 0.0 && report.latency_ms.p99 < 500.0,
+        "{report}"
+    );
     let relay = report.relay.unwrap();
-    assert!(relay.closes.is_empty(), "relay closed connections: {:?}", relay.closes);
+    assert!(
+        relay.closes.is_empty(),
+        "relay closed connections: {:?}",
+        relay.closes
+    );
 }

@@ -491,6 +491,8 @@ impl<M: ControlMessage> ControlDecoder<M> {
 
     /// The next complete message, `Ok(None)` if more bytes are needed, or the error
     /// that makes the stream unusable.
+    // Not an `Iterator`: it returns a `Result` and `Ok(None)` means "not yet", not "done".
+    #[allow(clippy::should_implement_trait)]
     pub fn next(&mut self) -> Result<Option<M>, DecodeError> {
         match M::decode(&self.buf) {
             Ok((msg, used)) => {

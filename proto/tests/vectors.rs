@@ -63,7 +63,12 @@ fn parse_file(file: &str, text: &str) -> Vec<Vector> {
         let (key, value) = (key.trim().to_owned(), value.trim().to_owned());
         match &mut current {
             None => {
-                assert_eq!(key, "vector", "{file}:{}: a block starts with `vector:`", i + 1);
+                assert_eq!(
+                    key,
+                    "vector",
+                    "{file}:{}: a block starts with `vector:`",
+                    i + 1
+                );
                 current = Some(Vector {
                     ctx: format!("{file}:{} ({value})", i + 1),
                     name: value,
@@ -71,7 +76,13 @@ fn parse_file(file: &str, text: &str) -> Vec<Vector> {
                 });
             }
             Some(v) => {
-                assert_ne!(key, "vector", "{}: blank line missing before line {}", v.ctx, i + 1);
+                assert_ne!(
+                    key,
+                    "vector",
+                    "{}: blank line missing before line {}",
+                    v.ctx,
+                    i + 1
+                );
                 v.fields.entry(key).or_default().push(value);
             }
         }
@@ -87,7 +98,11 @@ fn load_all() -> Vec<Vector> {
         .collect();
     let mut names = BTreeSet::new();
     for v in &vectors {
-        assert!(names.insert(v.name.clone()), "{}: duplicate vector name", v.ctx);
+        assert!(
+            names.insert(v.name.clone()),
+            "{}: duplicate vector name",
+            v.ctx
+        );
     }
     vectors
 }
@@ -151,7 +166,12 @@ impl Vector {
 
     fn opt(&mut self, key: &str) -> Option<String> {
         let mut values = self.take(key)?;
-        assert_eq!(values.len(), 1, "{}: `{key}` given more than once", self.ctx);
+        assert_eq!(
+            values.len(),
+            1,
+            "{}: `{key}` given more than once",
+            self.ctx
+        );
         values.pop()
     }
 
@@ -296,9 +316,7 @@ fn server_message(v: &mut Vector) -> ServerMessage {
             "Admitted" => JoinOutcome::Admitted {
                 participant: v.num("participant"),
             },
-            "Rejected" => JoinOutcome::Rejected {
-                reason: v.reason(),
-            },
+            "Rejected" => JoinOutcome::Rejected { reason: v.reason() },
             "Overloaded" => JoinOutcome::Overloaded {
                 retry_after_ms: v.num("retry_after_ms"),
             },
@@ -406,9 +424,7 @@ fn server_label(m: &ServerMessage) -> &'static str {
     match m {
         ServerMessage::JoinResult(JoinOutcome::Admitted { .. }) => "server JoinResult Admitted",
         ServerMessage::JoinResult(JoinOutcome::Rejected { .. }) => "server JoinResult Rejected",
-        ServerMessage::JoinResult(JoinOutcome::Overloaded { .. }) => {
-            "server JoinResult Overloaded"
-        }
+        ServerMessage::JoinResult(JoinOutcome::Overloaded { .. }) => "server JoinResult Overloaded",
         ServerMessage::ParticipantJoined(_) => "server ParticipantJoined",
         ServerMessage::ParticipantLeft { .. } => "server ParticipantLeft",
         ServerMessage::TrackPublished { .. } => "server TrackPublished",
@@ -695,7 +711,10 @@ fn vectors_cover_every_variant_reason_and_error() {
         "Truncated",
         "TrailingBytes",
     ] {
-        assert!(seen.errors.contains(error), "no invalid vector gives {error}");
+        assert!(
+            seen.errors.contains(error),
+            "no invalid vector gives {error}"
+        );
     }
 }
 
@@ -761,4 +780,17 @@ fn protocol_md_worked_examples() {
         length: 1200,
     };
     assert_eq!(to_hex(&object.encode_vec()), "00 01 44 b0");
+    let admitted = ServerMessage::JoinResult(JoinOutcome::Admitted { participant: 7 });
+    assert_eq!(to_hex(&admitted.encode_vec()), "40 41 02 00 07");
+    let datagram = DatagramHeader {
+        publisher: 1000,
+        track: 0,
+        group: 7,
+        object: 3,
+        flags: 0,
+        priority: 255,
+    };
+    assert_eq!(to_hex(&datagram.encode_vec()), "43 e8 00 07 03 00 ff");
+    assert_eq!(orelay_proto::ALPN, b"orelay/1");
+    assert_eq!(orelay_proto::PROTOCOL_VERSION, 1);
 }

@@ -130,10 +130,11 @@ impl Config {
         Ok(config)
     }
 
-    /// Reads and parses a TOML file.
-    pub fn from_file(path: &Path) -> anyhow::Result<Config> {
-        let text = std::fs::read_to_string(path).with_context(|| format!("reading {}", path.display()))?;
-        Config::from_toml(&text).with_context(|| format!("in {}", path.display()))
+    /// Reads and parses a TOML file; ranges are checked later, once flags are applied.
+    fn from_file(path: &Path) -> anyhow::Result<Config> {
+        let text =
+            std::fs::read_to_string(path).with_context(|| format!("reading {}", path.display()))?;
+        toml::from_str(&text).with_context(|| format!("in {}", path.display()))
     }
 
     /// Defaults, then the file named by `--config`, then the flags.
@@ -146,9 +147,20 @@ impl Config {
             ($($field:ident),*) => { $(if let Some(v) = &cli.$field { c.$field = v.clone().into(); })* };
         }
         overlay!(
-            listen, cert, key, max_connections, max_unjoined, join_timeout_ms, max_participants,
-            max_meetings, queue_bytes, max_group_delay_ms, control_backlog, udp_buffer_bytes,
-            shutdown_grace_ms, idle_timeout_ms
+            listen,
+            cert,
+            key,
+            max_connections,
+            max_unjoined,
+            join_timeout_ms,
+            max_participants,
+            max_meetings,
+            queue_bytes,
+            max_group_delay_ms,
+            control_backlog,
+            udp_buffer_bytes,
+            shutdown_grace_ms,
+            idle_timeout_ms
         );
         c.validate()?;
         Ok(c)
@@ -213,9 +225,13 @@ mod tests {
 
     #[test]
     fn out_of_range_field_is_named() {
-        let err = Config::from_toml("queue_bytes = 5").unwrap_err().to_string();
+        let err = Config::from_toml("queue_bytes = 5")
+            .unwrap_err()
+            .to_string();
         assert!(err.contains("queue_bytes"), "{err}");
-        let err = Config::from_toml("listen = \"nowhere\"").unwrap_err().to_string();
+        let err = Config::from_toml("listen = \"nowhere\"")
+            .unwrap_err()
+            .to_string();
         assert!(err.contains("listen"), "{err}");
     }
 
@@ -225,7 +241,13 @@ mod tests {
         std::fs::create_dir_all(&dir).unwrap();
         let path = dir.join("relay.toml");
         std::fs::write(&path, "queue_bytes = 200000\nmax_connections = 50\n").unwrap();
-        let cli = Cli::parse_from(["relay", "--config", path.to_str().unwrap(), "--max-connections", "70"]);
+        let cli = Cli::parse_from([
+            "relay",
+            "--config",
+            path.to_str().unwrap(),
+            "--max-connections",
+            "70",
+        ]);
         let c = Config::from_cli(&cli).unwrap();
         assert_eq!(c.queue_bytes, 200_000);
         assert_eq!(c.max_connections, 70);

@@ -14,7 +14,7 @@
 use std::collections::HashMap;
 use std::sync::atomic::Ordering::Relaxed;
 use std::sync::Arc;
-use std::time::Instant;
+use std::time::{Duration, Instant};
 
 use bytes::{Bytes, BytesMut};
 use orelay_proto::limits::MAX_GROUP_HEADER;
@@ -30,7 +30,9 @@ const READ_CHUNK: usize = 64 * 1024;
 /// Reads a group stream's header, returning it, its original bytes, and whatever
 /// followed it in the same chunk. The header is almost always inside the first
 /// chunk; only a header split across chunks is copied (at most `MAX_GROUP_HEADER`).
-async fn read_header(stream: &mut quinn::RecvStream) -> Result<Option<(GroupHeader, Bytes, Bytes)>, SessionError> {
+async fn read_header(
+    stream: &mut quinn::RecvStream,
+) -> Result<Option<(GroupHeader, Bytes, Bytes)>, SessionError> {
     let mut pending = BytesMut::new();
     loop {
         let Ok(Some(chunk)) = stream.read_chunk(READ_CHUNK, true).await else {
@@ -47,8 +49,12 @@ async fn read_header(stream: &mut quinn::RecvStream) -> Result<Option<(GroupHead
                 let header_bytes = data.split_to(len);
                 return Ok(Some((header, header_bytes, data)));
             }
-            Err(DecodeError::Incomplete) if data.len() < MAX_GROUP_HEADER => pending.extend_from_slice(&data),
-            Err(DecodeError::Incomplete) => return Err(PeerMisbehaved::Malformed(DecodeError::Truncated).into()),
+            Err(DecodeError::Incomplete) if data.len() < MAX_GROUP_HEADER => {
+                pending.extend_from_slice(&data)
+            }
+            Err(DecodeError::Incomplete) => {
+                return Err(PeerMisbehaved::Malformed(DecodeError::Truncated).into())
+            }
             Err(e) => return Err(e.into()),
         }
     }
@@ -68,32 +74,31 @@ pub(crate) async fn ingest_group(session: Arc<Session>, mut stream: quinn::RecvS
         track: header.track,
         layer: header.layer,
     };
-    let targets: Vec<Arc<Peer>> = {
-        let state = session.cell.lock();
-        let valid = header.publisher == session.id
-            && state
-                .core
-                .track(header.publisher, header.track)
-                .is_some_and(|t| t.kind.uses_streams() && header.layer < t.layers);
-        if !valid {
-            drop(state);
-            return close(&session.conn, &session.shared, &PeerMisbehaved::TrackNotPublished.into());
-        }
-        state
-            .core
-            .subscribers(header.publisher, header.track, header.layer)
-            .filter_map(|id| state.peers.get(&id).cloned())
-            .collect()
+    let targets = match group_targets(&session, &header).await {
+        Ok(targets) => targets,
+        Err(None) => return,
+        Err(Some(e)) => return close(&session.conn, &session.shared, &e),
     };
     stats.groups_in.fetch_add(1, Relaxed);
-    stats.stream_bytes_in.fetch_add((header_bytes.len() + rest.len()) as u64, Relaxed);
+    stats
+        .stream_bytes_in
+        .fetch_add((header_bytes.len() + rest.len()) as u64, Relaxed);
     let priority = stream_priority(header.priority, header.group);
     let mut slots = Vec::with_capacity(targets.len());
     for peer in targets {
-        let (slot, dropped) = peer.queue().open(key, header.group, header_bytes.clone(), now);
-        stats.queued_bytes.fetch_add(header_bytes.len() as i64, Relaxed);
+        let (slot, dropped) = peer
+            .queue()
+            .open(key, header.group, header_bytes.clone(), now);
+        stats
+            .queued_bytes
+            .fetch_add(header_bytes.len() as i64, Relaxed);
         after_drops(&session, &peer, &dropped, now);
-        tokio::spawn(write_group(session.shared.clone(), peer.clone(), slot, priority));
+        tokio::spawn(write_group(
+            session.shared.clone(),
+            peer.clone(),
+            slot,
+            priority,
+        ));
         slots.push((peer, slot));
     }
     stats.groups_out.fetch_add(slots.len() as u64, Relaxed);
@@ -103,7 +108,9 @@ pub(crate) async fn ingest_group(session: Arc<Session>, mut stream: quinn::RecvS
     loop {
         match stream.read_chunk(READ_CHUNK, true).await {
             Ok(Some(chunk)) => {
-                stats.stream_bytes_in.fetch_add(chunk.bytes.len() as u64, Relaxed);
+                stats
+                    .stream_bytes_in
+                    .fetch_add(chunk.bytes.len() as u64, Relaxed);
                 push_all(&session, &slots, chunk.bytes);
             }
             Ok(None) => {
@@ -120,11 +127,75 @@ pub(crate) async fn ingest_group(session: Arc<Session>, mut stream: quinn::RecvS
                     let mut queue = peer.queue();
                     let before = queue.queued_bytes();
                     queue.cancel(*slot);
-                    stats.queued_bytes.fetch_sub((before - queue.queued_bytes()) as i64, Relaxed);
+                    stats
+                        .queued_bytes
+                        .fetch_sub((before - queue.queued_bytes()) as i64, Relaxed);
                     drop(queue);
                     peer.notify.notify_waiters();
                 }
                 return;
+            }
+        }
+    }
+}
+
+/// How long media may precede the `Publish` that announces its track. QUIC does not
+/// order the control stream against media streams, so a client that publishes and
+/// starts sending at once can have its first group arrive first.
+pub(crate) const PUBLISH_GRACE: Duration = Duration::from_secs(1);
+
+/// Whether a group header names a track this session publishes, and if so who receives it.
+enum Route {
+    Valid(Vec<Arc<Peer>>),
+    /// The track is not (yet) published.
+    Unknown,
+    /// Someone else's ID, or a track of the wrong kind or layer: never valid.
+    Invalid,
+}
+
+fn route_group(session: &Session, header: &GroupHeader) -> Route {
+    let state = session.cell.lock();
+    if header.publisher != session.id {
+        return Route::Invalid;
+    }
+    match state.core.track(header.publisher, header.track) {
+        None => Route::Unknown,
+        Some(t) if !t.kind.uses_streams() || header.layer >= t.layers => Route::Invalid,
+        Some(_) => Route::Valid(
+            state
+                .core
+                .subscribers(header.publisher, header.track, header.layer)
+                .filter_map(|id| state.peers.get(&id).cloned())
+                .collect(),
+        ),
+    }
+}
+
+/// The subscribers of a group, waiting up to [`PUBLISH_GRACE`] for its `Publish`.
+/// `Err(None)`: the session is over, drop quietly; `Err(Some)`: close the connection.
+async fn group_targets(
+    session: &Session,
+    header: &GroupHeader,
+) -> Result<Vec<Arc<Peer>>, Option<SessionError>> {
+    let deadline = tokio::time::Instant::now() + PUBLISH_GRACE;
+    loop {
+        let published = session.published.notified();
+        tokio::pin!(published);
+        published.as_mut().enable();
+        if session.has_left() {
+            return Err(None);
+        }
+        match route_group(session, header) {
+            Route::Valid(targets) => return Ok(targets),
+            Route::Invalid => return Err(Some(PeerMisbehaved::TrackNotPublished.into())),
+            Route::Unknown if tokio::time::Instant::now() >= deadline => {
+                return Err(Some(PeerMisbehaved::TrackNotPublished.into()))
+            }
+            Route::Unknown => {
+                tokio::select! {
+                    () = published => {}
+                    () = tokio::time::sleep_until(deadline) => {}
+                }
             }
         }
     }
@@ -140,7 +211,9 @@ fn push_all(session: &Session, slots: &[(Arc<Peer>, SlotId)], chunk: Bytes) {
         let dropped = queue.push(*slot, chunk.clone(), now);
         let after = queue.queued_bytes();
         drop(queue);
-        stats.queued_bytes.fetch_add(after as i64 - before as i64, Relaxed);
+        stats
+            .queued_bytes
+            .fetch_add(after as i64 - before as i64, Relaxed);
         after_drops(session, peer, &dropped, now);
         peer.notify.notify_waiters();
     }
@@ -162,7 +235,10 @@ fn after_drops(session: &Session, peer: &Peer, dropped: &[Dropped], now: Instant
     if !wanted.is_empty() {
         let mut state = session.cell.lock();
         for d in wanted {
-            let actions = state.core.request_keyframe(d.key.publisher, d.key.track, d.key.layer, now);
+            let actions =
+                state
+                    .core
+                    .request_keyframe(d.key.publisher, d.key.track, d.key.layer, now);
             state.apply(actions, &session.shared);
         }
     }
@@ -188,7 +264,12 @@ async fn until_dropped(peer: &Peer, slot: SlotId) {
 }
 
 /// Drains one subscriber's slot into a new unidirectional stream.
-async fn write_group(shared: Arc<crate::server::Shared>, peer: Arc<Peer>, slot: SlotId, priority: i32) {
+async fn write_group(
+    shared: Arc<crate::server::Shared>,
+    peer: Arc<Peer>,
+    slot: SlotId,
+    priority: i32,
+) {
     let stats = &shared.stats;
     let opened = tokio::select! {
         s = peer.conn.open_uni() => s.ok(),
@@ -237,7 +318,10 @@ async fn write_group(shared: Arc<crate::server::Shared>, peer: Arc<Peer>, slot: 
 fn discard(shared: &crate::server::Shared, peer: &Peer, slot: SlotId) {
     let mut queue = peer.queue();
     while let Pop::Chunk(chunk) = queue.pop(slot) {
-        shared.stats.queued_bytes.fetch_sub(chunk.len() as i64, Relaxed);
+        shared
+            .stats
+            .queued_bytes
+            .fetch_sub(chunk.len() as i64, Relaxed);
     }
 }
 
@@ -247,11 +331,17 @@ fn discard(shared: &crate::server::Shared, peer: &Peer, slot: SlotId) {
 pub(crate) struct AudioRoutes {
     epoch: u64,
     routes: HashMap<TrackId, Vec<quinn::Connection>>,
+    /// When datagrams for a not-yet-published track started arriving.
+    unknown_since: Option<Instant>,
 }
 
 impl AudioRoutes {
     /// Checks an audio datagram's header and hands the same `Bytes` to each subscriber.
-    pub(crate) fn forward(&mut self, session: &Session, datagram: Bytes) -> Result<(), SessionError> {
+    pub(crate) fn forward(
+        &mut self,
+        session: &Session,
+        datagram: Bytes,
+    ) -> Result<(), SessionError> {
         let stats = &session.shared.stats;
         stats.datagrams_in.fetch_add(1, Relaxed);
         let (header, _) = DatagramHeader::decode(&datagram)?;
@@ -260,8 +350,19 @@ impl AudioRoutes {
         }
         let epoch = session.cell.epoch.load(Relaxed);
         if epoch != self.epoch || !self.routes.contains_key(&header.track) {
-            self.refresh(session, header.track)?;
             self.epoch = epoch;
+            match self.refresh(session, header.track) {
+                Ok(()) => self.unknown_since = None,
+                Err(e) => {
+                    // Audio may outrun its Publish (see PUBLISH_GRACE): drop it for a while.
+                    let since = *self.unknown_since.get_or_insert_with(Instant::now);
+                    if since.elapsed() > PUBLISH_GRACE {
+                        return Err(e);
+                    }
+                    stats.datagrams_dropped.fetch_add(1, Relaxed);
+                    return Ok(());
+                }
+            }
         }
         let Some(targets) = self.routes.get(&header.track) else {
             return Err(PeerMisbehaved::TrackNotPublished.into());

@@ -21,7 +21,10 @@ fn key() -> &'static hmac::Key {
 /// An 8-hex-digit tag for `id`, stable for this process.
 pub fn tag(id: &[u8]) -> String {
     let mac = hmac::sign(key(), id);
-    mac.as_ref()[..4].iter().map(|b| format!("{b:02x}")).collect()
+    mac.as_ref()[..4]
+        .iter()
+        .map(|b| format!("{b:02x}"))
+        .collect()
 }
 
 #[cfg(test)]

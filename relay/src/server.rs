@@ -45,7 +45,11 @@ pub fn transport_config(config: &Config) -> quinn::TransportConfig {
         .send_window(2 * 1024 * 1024)
         .datagram_receive_buffer_size(Some(64 * 1024))
         .datagram_send_buffer_size(64 * 1024)
-        .max_idle_timeout(Duration::from_millis(config.idle_timeout_ms).try_into().ok());
+        .max_idle_timeout(
+            Duration::from_millis(config.idle_timeout_ms)
+                .try_into()
+                .ok(),
+        );
     t
 }
 
@@ -57,8 +61,16 @@ fn bind_socket(addr: SocketAddr, buffer: usize) -> anyhow::Result<UdpSocket> {
         let _ = socket.set_only_v6(false);
     }
     for (what, set, get) in [
-        ("receive", Socket::set_recv_buffer_size as fn(&Socket, usize) -> std::io::Result<()>, Socket::recv_buffer_size as fn(&Socket) -> std::io::Result<usize>),
-        ("send", Socket::set_send_buffer_size, Socket::send_buffer_size),
+        (
+            "receive",
+            Socket::set_recv_buffer_size as fn(&Socket, usize) -> std::io::Result<()>,
+            Socket::recv_buffer_size as fn(&Socket) -> std::io::Result<usize>,
+        ),
+        (
+            "send",
+            Socket::set_send_buffer_size,
+            Socket::send_buffer_size,
+        ),
     ] {
         if let Err(e) = set(&socket, buffer) {
             warn!(error = %e, "could not set UDP {what} buffer");
@@ -74,7 +86,9 @@ fn bind_socket(addr: SocketAddr, buffer: usize) -> anyhow::Result<UdpSocket> {
             _ => {}
         }
     }
-    socket.bind(&addr.into()).with_context(|| format!("binding UDP {addr}"))?;
+    socket
+        .bind(&addr.into())
+        .with_context(|| format!("binding UDP {addr}"))?;
     Ok(socket.into())
 }
 
@@ -90,8 +104,13 @@ impl Relay {
         let server_config = tls::server_config(identity, transport_config(&config))?;
         let socket = bind_socket(config.listen, config.udp_buffer_bytes)?;
         let runtime = quinn::default_runtime().context("no async runtime")?;
-        let endpoint = quinn::Endpoint::new(quinn::EndpointConfig::default(), Some(server_config), socket, runtime)
-            .context("starting the QUIC endpoint")?;
+        let endpoint = quinn::Endpoint::new(
+            quinn::EndpointConfig::default(),
+            Some(server_config),
+            socket,
+            runtime,
+        )
+        .context("starting the QUIC endpoint")?;
         let shared = Arc::new(Shared {
             connections: Arc::new(Semaphore::new(config.max_connections)),
             unjoined: Arc::new(Semaphore::new(config.max_unjoined)),
@@ -139,18 +158,30 @@ impl Relay {
                 .and_then(|c| shared.unjoined.clone().try_acquire_owned().map(|u| (c, u)));
             match permits {
                 Ok((connection, unjoined)) => {
-                    tokio::spawn(crate::session::run(shared.clone(), incoming, connection, unjoined));
+                    tokio::spawn(crate::session::run(
+                        shared.clone(),
+                        incoming,
+                        connection,
+                        unjoined,
+                    ));
                 }
                 Err(_) => {
-                    shared.stats.connections_refused.fetch_add(1, std::sync::atomic::Ordering::Relaxed);
+                    shared
+                        .stats
+                        .connections_refused
+                        .fetch_add(1, std::sync::atomic::Ordering::Relaxed);
                     incoming.refuse();
                 }
             }
         }
         info!("shutting down: closing connections");
-        self.endpoint.close(ErrorCode::SHUTDOWN.0.into(), b"relay shutting down");
+        self.endpoint
+            .close(ErrorCode::SHUTDOWN.0.into(), b"relay shutting down");
         let grace = Duration::from_millis(self.shared.config.shutdown_grace_ms);
-        if tokio::time::timeout(grace, self.endpoint.wait_idle()).await.is_err() {
+        if tokio::time::timeout(grace, self.endpoint.wait_idle())
+            .await
+            .is_err()
+        {
             warn!("connections still open after the shutdown grace period");
         }
     }

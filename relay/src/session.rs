@@ -5,13 +5,15 @@
 //! the meeting ID, participant ID, info blob or address in clear.
 
 use std::collections::HashMap;
-use std::sync::atomic::{AtomicU64, Ordering::Relaxed};
+use std::sync::atomic::{AtomicBool, AtomicU64, Ordering::Relaxed};
 use std::sync::{Arc, Mutex, MutexGuard};
 use std::time::{Duration, Instant};
 
 use bytes::BytesMut;
 use orelay_proto::control::{ControlMessage, JoinOutcome};
-use orelay_proto::{ClientMessage, ControlDecoder, ErrorCode, ParticipantId, RejectReason, ServerMessage};
+use orelay_proto::{
+    ClientMessage, ControlDecoder, ErrorCode, ParticipantId, RejectReason, ServerMessage,
+};
 use tokio::sync::{mpsc, Notify, OwnedSemaphorePermit};
 use tracing::{debug, info, Instrument};
 
@@ -47,13 +49,17 @@ pub(crate) struct Peer {
 impl Peer {
     pub(crate) fn queue(&self) -> MutexGuard<'_, SubscriberQueue> {
         // A panic while holding the lock would be a relay bug; keep serving the data.
-        self.queue.lock().unwrap_or_else(|poisoned| poisoned.into_inner())
+        self.queue
+            .lock()
+            .unwrap_or_else(|poisoned| poisoned.into_inner())
     }
 }
 
 impl MeetingCell {
     pub(crate) fn lock(&self) -> MutexGuard<'_, MeetingState> {
-        self.state.lock().unwrap_or_else(|poisoned| poisoned.into_inner())
+        self.state
+            .lock()
+            .unwrap_or_else(|poisoned| poisoned.into_inner())
     }
 }
 
@@ -63,14 +69,20 @@ impl MeetingState {
     pub(crate) fn apply(&self, actions: Vec<Action>, shared: &Shared) {
         for action in actions {
             let Action::Send { to, msg } = action;
-            let Some(peer) = self.peers.get(&to) else { continue };
+            let Some(peer) = self.peers.get(&to) else {
+                continue;
+            };
             if matches!(msg, ServerMessage::KeyframeRequest { .. }) {
                 shared.stats.keyframe_requests.fetch_add(1, Relaxed);
             }
             // A closed channel means that session is already ending; only a full one
             // means a client that does not read.
             if let Err(mpsc::error::TrySendError::Full(_)) = peer.control.try_send(msg) {
-                close(&peer.conn, shared, &SessionError::RelayLimit(crate::error::RelayLimit::ControlBacklog));
+                close(
+                    &peer.conn,
+                    shared,
+                    &SessionError::RelayLimit(crate::error::RelayLimit::ControlBacklog),
+                );
             }
         }
     }
@@ -108,6 +120,9 @@ pub(crate) struct Session {
     pub(crate) cell: Arc<MeetingCell>,
     pub(crate) id: ParticipantId,
     pub(crate) conn: quinn::Connection,
+    /// Woken after each `Publish`, for media that arrived before it.
+    pub(crate) published: Notify,
+    left: AtomicBool,
 }
 
 struct ActiveGuard<'a>(&'a std::sync::atomic::AtomicI64);
@@ -172,7 +187,10 @@ type Joined = (
 );
 
 /// Reads the next control message, or ends.
-async fn next_message(recv: &mut quinn::RecvStream, decoder: &mut ControlDecoder<ClientMessage>) -> Result<ClientMessage, End> {
+async fn next_message(
+    recv: &mut quinn::RecvStream,
+    decoder: &mut ControlDecoder<ClientMessage>,
+) -> Result<ClientMessage, End> {
     loop {
         if let Some(msg) = decoder.next()? {
             return Ok(msg);
@@ -209,6 +227,8 @@ async fn join(shared: &Arc<Shared>, conn: &quinn::Connection) -> Result<Joined, 
                 cell,
                 id,
                 conn: conn.clone(),
+                published: Notify::new(),
+                left: AtomicBool::new(false),
             };
             Ok((session, send, recv, decoder, control_rx))
         }
@@ -271,6 +291,11 @@ fn admit(
 }
 
 impl Session {
+    /// Whether the participant has left its meeting (its late media is ignored).
+    pub(crate) fn has_left(&self) -> bool {
+        self.left.load(Relaxed)
+    }
+
     /// Runs the control reader, control writer, stream acceptor and datagram reader
     /// until one of them ends the session.
     async fn serve(
@@ -291,14 +316,18 @@ impl Session {
         };
         let streams = async {
             loop {
-                let Ok(stream) = self.conn.accept_uni().await else { return End::Lost };
+                let Ok(stream) = self.conn.accept_uni().await else {
+                    return End::Lost;
+                };
                 tokio::spawn(crate::forward::ingest_group(self.clone(), stream).in_current_span());
             }
         };
         let datagrams = async {
             let mut audio = crate::forward::AudioRoutes::default();
             loop {
-                let Ok(datagram) = self.conn.read_datagram().await else { return End::Lost };
+                let Ok(datagram) = self.conn.read_datagram().await else {
+                    return End::Lost;
+                };
                 if let Err(e) = audio.forward(&self, datagram) {
                     return End::Error(e);
                 }
@@ -316,25 +345,41 @@ impl Session {
         let now = Instant::now();
         let mut state = self.cell.lock();
         let core = &mut state.core;
+        let publish = matches!(msg, ClientMessage::Publish(_));
         let actions = match msg {
-            ClientMessage::Join { .. } => return Err(PeerMisbehaved::UnexpectedMessage("second Join").into()),
+            ClientMessage::Join { .. } => {
+                return Err(PeerMisbehaved::UnexpectedMessage("second Join").into())
+            }
             ClientMessage::Leave => Vec::new(),
             ClientMessage::Publish(info) => core.publish(self.id, info)?,
             ClientMessage::Unpublish { track } => core.unpublish(self.id, track)?,
-            ClientMessage::Subscribe { publisher, track, layer } => core.subscribe(self.id, publisher, track, layer, now)?,
+            ClientMessage::Subscribe {
+                publisher,
+                track,
+                layer,
+            } => core.subscribe(self.id, publisher, track, layer, now)?,
             ClientMessage::Unsubscribe { publisher, track } => {
                 core.unsubscribe(self.id, publisher, track)?;
                 Vec::new()
             }
-            ClientMessage::RequestKeyframe { publisher, track, layer } => core.request_keyframe(publisher, track, layer, now),
+            ClientMessage::RequestKeyframe {
+                publisher,
+                track,
+                layer,
+            } => core.request_keyframe(publisher, track, layer, now),
         };
         state.apply(actions, &self.shared);
         self.cell.epoch.fetch_add(1, Relaxed);
+        drop(state);
+        if publish {
+            self.published.notify_waiters();
+        }
         Ok(())
     }
 
     /// Removes the participant from its meeting, and the meeting if it is now empty.
     fn leave(&self) {
+        self.left.store(true, Relaxed);
         let mut state = self.cell.lock();
         let actions = state.core.leave(self.id);
         state.peers.remove(&self.id);
@@ -344,7 +389,11 @@ impl Session {
         let empty = state.core.is_empty();
         drop(state);
         if empty {
-            let mut meetings = self.shared.meetings.lock().unwrap_or_else(|p| p.into_inner());
+            let mut meetings = self
+                .shared
+                .meetings
+                .lock()
+                .unwrap_or_else(|p| p.into_inner());
             // Re-check under both locks: someone may have joined in between.
             let still_empty = self.cell.lock().core.is_empty();
             let before = meetings.len();

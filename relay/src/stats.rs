@@ -2,9 +2,9 @@
 //! read as a [`StatsSnapshot`]. Labels are low-cardinality by construction: close
 //! codes and track kinds, never meeting or participant identifiers.
 
+use std::collections::BTreeMap;
 use std::sync::atomic::{AtomicI64, AtomicU64, Ordering::Relaxed};
 use std::sync::Mutex;
-use std::collections::BTreeMap;
 
 /// Live counters of one relay.
 #[derive(Debug, Default)]

@@ -19,8 +19,13 @@ pub struct Identity {
 impl Identity {
     /// A fresh self-signed certificate for `localhost` and the loopback addresses.
     pub fn self_signed() -> anyhow::Result<Identity> {
-        let names = vec!["localhost".to_owned(), "127.0.0.1".to_owned(), "::1".to_owned()];
-        let cert = rcgen::generate_simple_self_signed(names).context("generating a self-signed certificate")?;
+        let names = vec![
+            "localhost".to_owned(),
+            "127.0.0.1".to_owned(),
+            "::1".to_owned(),
+        ];
+        let cert = rcgen::generate_simple_self_signed(names)
+            .context("generating a self-signed certificate")?;
         Ok(Identity {
             chain: vec![cert.cert.der().clone()],
             key: PrivatePkcs8KeyDer::from(cert.key_pair.serialize_der()).into(),
@@ -40,7 +45,10 @@ impl Identity {
 
     /// The SHA-256 fingerprint of the end-entity certificate, lowercase hex; clients pin it.
     pub fn fingerprint(&self) -> String {
-        self.chain.first().map(|c| fingerprint(c)).unwrap_or_default()
+        self.chain
+            .first()
+            .map(|c| fingerprint(c))
+            .unwrap_or_default()
     }
 }
 
@@ -54,7 +62,10 @@ pub fn fingerprint(cert: &CertificateDer<'_>) -> String {
 }
 
 /// A quinn server configuration: TLS 1.3 only, ALPN `orelay/1`, ring as the only provider.
-pub fn server_config(identity: Identity, transport: quinn::TransportConfig) -> anyhow::Result<quinn::ServerConfig> {
+pub fn server_config(
+    identity: Identity,
+    transport: quinn::TransportConfig,
+) -> anyhow::Result<quinn::ServerConfig> {
     let provider = Arc::new(rustls::crypto::ring::default_provider());
     let mut tls = rustls::ServerConfig::builder_with_provider(provider)
         .with_protocol_versions(&[&rustls::version::TLS13])
@@ -64,7 +75,8 @@ pub fn server_config(identity: Identity, transport: quinn::TransportConfig) -> a
         .context("certificate and key do not match")?;
     tls.alpn_protocols = vec![orelay_proto::ALPN.to_vec()];
     tls.max_early_data_size = 0;
-    let crypto = quinn::crypto::rustls::QuicServerConfig::try_from(tls).context("building the QUIC TLS configuration")?;
+    let crypto = quinn::crypto::rustls::QuicServerConfig::try_from(tls)
+        .context("building the QUIC TLS configuration")?;
     let mut config = quinn::ServerConfig::with_crypto(Arc::new(crypto));
     config.transport_config(Arc::new(transport));
     Ok(config)

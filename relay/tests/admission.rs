@@ -14,19 +14,43 @@ use orelay_proto::{ErrorCode, RejectReason};
 async fn wrong_passcode_is_rejected_with_a_reason_and_right_one_admitted() {
     let (relay, client) = start(config());
     let meeting = meeting_id(3);
-    let host = client.join(relay.addr, &meeting, "correct horse", b"h").await.unwrap();
+    let host = client
+        .join(relay.addr, &meeting, "correct horse", b"h")
+        .await
+        .unwrap();
 
-    let wrong = client.join(relay.addr, &meeting, "battery staple", b"x").await;
-    assert!(matches!(wrong, Err(ClientError::Rejected(RejectReason::BAD_PASSCODE))), "{wrong:?}");
+    let wrong = client
+        .join(relay.addr, &meeting, "battery staple", b"x")
+        .await;
+    assert!(
+        matches!(
+            wrong,
+            Err(ClientError::Rejected(RejectReason::BAD_PASSCODE))
+        ),
+        "{wrong:?}"
+    );
 
-    let mut guest = client.join(relay.addr, &meeting, "correct horse", b"g").await.unwrap();
+    let mut guest = client
+        .join(relay.addr, &meeting, "correct horse", b"g")
+        .await
+        .unwrap();
     assert_ne!(guest.participant(), host.participant());
     // The guest learns about the host first thing.
     let first = guest.next_event().await.unwrap().unwrap();
-    assert!(matches!(first, orelay_proto::ServerMessage::ParticipantJoined(p) if p.participant == host.participant()));
+    assert!(
+        matches!(first, orelay_proto::ServerMessage::ParticipantJoined(p) if p.participant == host.participant())
+    );
 
-    let short = client.join(relay.addr, "12345", "correct horse", b"s").await;
-    assert!(matches!(short, Err(ClientError::Rejected(RejectReason::INVALID_MEETING_ID))), "{short:?}");
+    let short = client
+        .join(relay.addr, "12345", "correct horse", b"s")
+        .await;
+    assert!(
+        matches!(
+            short,
+            Err(ClientError::Rejected(RejectReason::INVALID_MEETING_ID))
+        ),
+        "{short:?}"
+    );
 
     let stats = relay.stats.snapshot();
     assert_eq!((stats.joins_admitted, stats.joins_rejected), (2, 2));
@@ -39,7 +63,10 @@ async fn silent_connection_is_closed_at_the_join_deadline() {
     cfg.join_timeout_ms = 300;
     let (relay, client) = start(cfg);
     let conn = client.connect(relay.addr).await.unwrap();
-    assert_eq!(close_code(&conn).await, Some(ErrorCode::JOIN_TIMEOUT.0.into()));
+    assert_eq!(
+        close_code(&conn).await,
+        Some(ErrorCode::JOIN_TIMEOUT.0.into())
+    );
     relay.shutdown().await;
 }
 
@@ -49,8 +76,14 @@ async fn connections_over_the_cap_are_refused_and_shutdown_closes_with_a_code() 
     cfg.max_connections = 2;
     cfg.max_unjoined = 2;
     let (relay, client) = start(cfg);
-    let a = client.join(relay.addr, &meeting_id(4), "pw", b"a").await.unwrap();
-    let _b = client.join(relay.addr, &meeting_id(4), "pw", b"b").await.unwrap();
+    let a = client
+        .join(relay.addr, &meeting_id(4), "pw", b"a")
+        .await
+        .unwrap();
+    let _b = client
+        .join(relay.addr, &meeting_id(4), "pw", b"b")
+        .await
+        .unwrap();
     let refused = client.connect(relay.addr).await;
     assert!(
         matches!(refused, Err(ClientError::Connection(quinn::ConnectionError::ConnectionClosed(ref c))) if c.error_code == quinn::TransportErrorCode::CONNECTION_REFUSED),
@@ -60,7 +93,9 @@ async fn connections_over_the_cap_are_refused_and_shutdown_closes_with_a_code() 
 
     let conn = a.media().connection().clone();
     let stats = relay.stats.clone();
-    tokio::time::timeout(Duration::from_secs(10), relay.shutdown()).await.unwrap();
+    tokio::time::timeout(Duration::from_secs(10), relay.shutdown())
+        .await
+        .unwrap();
     assert_eq!(close_code(&conn).await, Some(ErrorCode::SHUTDOWN.0.into()));
     assert_eq!(stats.snapshot().connections_active, 0);
 }

@@ -19,13 +19,19 @@ fn prints_address_and_fingerprint_and_stops_on_sigterm() {
         .unwrap();
     let mut lines = BufReader::new(child.stdout.take().unwrap()).lines();
     let listening = lines.next().unwrap().unwrap();
-    assert!(listening.starts_with("relay listening on 127.0.0.1:"), "{listening}");
+    assert!(
+        listening.starts_with("relay listening on 127.0.0.1:"),
+        "{listening}"
+    );
     let fp = lines.next().unwrap().unwrap();
     let hex = fp.rsplit(' ').next().unwrap();
     assert_eq!(hex.len(), 64, "{fp}");
     assert!(orelay_client::parse_fingerprint(hex).is_some());
 
-    let status = Command::new("kill").args(["-TERM", &child.id().to_string()]).status().unwrap();
+    let status = Command::new("kill")
+        .args(["-TERM", &child.id().to_string()])
+        .status()
+        .unwrap();
     assert!(status.success());
     let deadline = std::time::Instant::now() + Duration::from_secs(10);
     loop {
@@ -33,14 +39,20 @@ fn prints_address_and_fingerprint_and_stops_on_sigterm() {
             assert!(status.success(), "relay exited with {status}");
             break;
         }
-        assert!(std::time::Instant::now() < deadline, "relay did not stop on SIGTERM");
+        assert!(
+            std::time::Instant::now() < deadline,
+            "relay did not stop on SIGTERM"
+        );
         std::thread::sleep(Duration::from_millis(50));
     }
 }
 
 #[test]
 fn bad_configuration_names_the_field() {
-    let out = Command::new(RELAY).args(["--queue-bytes", "10"]).output().unwrap();
+    let out = Command::new(RELAY)
+        .args(["--queue-bytes", "10"])
+        .output()
+        .unwrap();
     assert!(!out.status.success());
     let err = String::from_utf8_lossy(&out.stderr);
     assert!(err.contains("queue_bytes"), "{err}");
@@ -49,7 +61,11 @@ fn bad_configuration_names_the_field() {
     std::fs::create_dir_all(&dir).unwrap();
     let path = dir.join("relay.toml");
     std::fs::write(&path, "max_conections = 5\n").unwrap();
-    let out = Command::new(RELAY).arg("--config").arg(&path).output().unwrap();
+    let out = Command::new(RELAY)
+        .arg("--config")
+        .arg(&path)
+        .output()
+        .unwrap();
     assert!(!out.status.success());
     let err = String::from_utf8_lossy(&out.stderr);
     assert!(err.contains("max_conections"), "{err}");

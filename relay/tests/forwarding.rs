@@ -37,7 +37,12 @@ async fn every_subscriber_receives_every_object_of_its_meeting_only() {
     for m in 0..MEETINGS {
         for i in 0..PER_MEETING {
             let s = client
-                .join(relay.addr, &meeting_id(m), "open sesame", &[m as u8, i as u8])
+                .join(
+                    relay.addr,
+                    &meeting_id(m),
+                    "open sesame",
+                    &[m as u8, i as u8],
+                )
                 .await
                 .unwrap();
             sessions.push((m, s));
@@ -67,8 +72,18 @@ async fn every_subscriber_receives_every_object_of_its_meeting_only() {
                         assert_eq!(obj.header.object, expected_object, "objects out of order");
                         assert_eq!(obj.header.is_keyframe(), expected_object == 0);
                         expected_object += 1;
-                        let want = payload(meeting, h.publisher, h.track, h.group, obj.header.object, video_len(obj.header.object));
-                        log.lock().unwrap().insert((h.publisher, h.track, h.group, obj.header.object), obj.payload == want);
+                        let want = payload(
+                            meeting,
+                            h.publisher,
+                            h.track,
+                            h.group,
+                            obj.header.object,
+                            video_len(obj.header.object),
+                        );
+                        log.lock().unwrap().insert(
+                            (h.publisher, h.track, h.group, obj.header.object),
+                            obj.payload == want,
+                        );
                     }
                 });
             }
@@ -78,7 +93,10 @@ async fn every_subscriber_receives_every_object_of_its_meeting_only() {
         tokio::spawn(async move {
             while let Ok((h, data)) = media.read_audio().await {
                 let want = payload(meeting, h.publisher, h.track, h.group, h.object, 120);
-                audio_log.lock().unwrap().insert((h.publisher, h.track, h.group, h.object), data == want);
+                audio_log
+                    .lock()
+                    .unwrap()
+                    .insert((h.publisher, h.track, h.group, h.object), data == want);
             }
         });
         received.push((*m, s.participant(), log));
@@ -93,7 +111,10 @@ async fn every_subscriber_receives_every_object_of_its_meeting_only() {
             let me = media_participant(&media);
             let video = async {
                 for g in 0..GROUPS {
-                    let mut w = media.open_group(VIDEO.track, g, 0, VIDEO.priority).await.unwrap();
+                    let mut w = media
+                        .open_group(VIDEO.track, g, 0, VIDEO.priority)
+                        .await
+                        .unwrap();
                     for o in 0..OBJECTS_PER_GROUP {
                         let flags = if o == 0 { FLAG_KEYFRAME } else { 0 };
                         let data = payload(m, me, VIDEO.track, g, o, video_len(o));
@@ -107,7 +128,9 @@ async fn every_subscriber_receives_every_object_of_its_meeting_only() {
             let audio = async {
                 for seq in 0..AUDIO_PACKETS {
                     let h = media.audio_header(AUDIO.track, 0, seq, AUDIO.priority);
-                    media.send_audio(&h, &payload(m, me, AUDIO.track, 0, seq, 120)).unwrap();
+                    media
+                        .send_audio(&h, &payload(m, me, AUDIO.track, 0, seq, 120))
+                        .unwrap();
                     tokio::time::sleep(Duration::from_millis(20)).await;
                 }
             };
@@ -121,15 +144,31 @@ async fn every_subscriber_receives_every_object_of_its_meeting_only() {
     let per_publisher = GROUPS * OBJECTS_PER_GROUP + AUDIO_PACKETS;
     let expected = per_publisher as usize * (PER_MEETING - 1);
     let all_in = eventually(Duration::from_secs(10), || {
-        received.iter().all(|(_, _, log)| log.lock().unwrap().len() >= expected)
+        received
+            .iter()
+            .all(|(_, _, log)| log.lock().unwrap().len() >= expected)
     })
     .await;
     for (m, me, log) in &received {
         let log = log.lock().unwrap();
-        assert!(all_in, "meeting {m} participant {me} received {} of {expected} objects", log.len());
-        assert_eq!(log.len(), expected, "meeting {m} participant {me}: extra objects");
-        assert!(log.values().all(|ok| *ok), "meeting {m} participant {me}: payload mismatch (corrupt or from another meeting)");
-        assert!(log.keys().all(|(publisher, ..)| publisher != me), "received its own media");
+        assert!(
+            all_in,
+            "meeting {m} participant {me} received {} of {expected} objects",
+            log.len()
+        );
+        assert_eq!(
+            log.len(),
+            expected,
+            "meeting {m} participant {me}: extra objects"
+        );
+        assert!(
+            log.values().all(|ok| *ok),
+            "meeting {m} participant {me}: payload mismatch (corrupt or from another meeting)"
+        );
+        assert!(
+            log.keys().all(|(publisher, ..)| publisher != me),
+            "received its own media"
+        );
     }
     let stats = relay.stats.snapshot();
     assert_eq!(stats.groups_dropped, 0, "no subscriber here is slow");
@@ -137,7 +176,14 @@ async fn every_subscriber_receives_every_object_of_its_meeting_only() {
     for (_, s) in sessions {
         s.leave().await.unwrap();
     }
-    assert!(eventually(Duration::from_secs(5), || relay.stats.snapshot().meetings_active == 0).await);
+    assert!(
+        eventually(Duration::from_secs(5), || relay
+            .stats
+            .snapshot()
+            .meetings_active
+            == 0)
+        .await
+    );
     relay.shutdown().await;
 }
 

@@ -12,7 +12,10 @@ use common::*;
 use orelay_proto::media::FLAG_KEYFRAME;
 use orelay_proto::ErrorCode;
 
-async fn joined_raw(client: &orelay_client::Client, addr: std::net::SocketAddr) -> (quinn::Connection, quinn::SendStream) {
+async fn joined_raw(
+    client: &orelay_client::Client,
+    addr: std::net::SocketAddr,
+) -> (quinn::Connection, quinn::SendStream) {
     let conn = client.connect(addr).await.unwrap();
     let (mut send, recv) = conn.open_bi().await.unwrap();
     use orelay_proto::control::ControlMessage;
@@ -68,7 +71,9 @@ async fn bad_clients_are_closed_and_good_ones_keep_receiving() {
         let media = alice.media();
         tokio::spawn(async move {
             for g in 0..1_000u64 {
-                let Ok(mut w) = media.open_group(VIDEO.track, g, 0, VIDEO.priority).await else { return };
+                let Ok(mut w) = media.open_group(VIDEO.track, g, 0, VIDEO.priority).await else {
+                    return;
+                };
                 for o in 0..5u64 {
                     let h = w.next_header(if o == 0 { FLAG_KEYFRAME } else { 0 }, 500);
                     if w.write(h, vec![7u8; 500].into()).await.is_err() {
@@ -87,18 +92,31 @@ async fn bad_clients_are_closed_and_good_ones_keep_receiving() {
     // 1. Garbage on the control stream before joining.
     let conn = client.connect(relay.addr).await.unwrap();
     let (mut send, _recv) = conn.open_bi().await.unwrap();
-    send.write_all(&[0x01, 0x04, 0xff, 0xff, 0xff, 0xff]).await.unwrap();
-    assert_eq!(close_code(&conn).await, Some(ErrorCode::PROTOCOL_VIOLATION.0.into()));
+    send.write_all(&[0x01, 0x04, 0xff, 0xff, 0xff, 0xff])
+        .await
+        .unwrap();
+    assert_eq!(
+        close_code(&conn).await,
+        Some(ErrorCode::PROTOCOL_VIOLATION.0.into())
+    );
 
     // 2. An oversized length prefix after joining.
     let (conn, mut send) = joined_raw(&client, relay.addr).await;
-    send.write_all(&[0x02, 0x80, 0x10, 0x00, 0x00]).await.unwrap();
-    assert_eq!(close_code(&conn).await, Some(ErrorCode::MESSAGE_TOO_LARGE.0.into()));
+    send.write_all(&[0x02, 0x80, 0x10, 0x00, 0x00])
+        .await
+        .unwrap();
+    assert_eq!(
+        close_code(&conn).await,
+        Some(ErrorCode::MESSAGE_TOO_LARGE.0.into())
+    );
 
     // 3. An unknown message type after joining.
     let (conn, mut send) = joined_raw(&client, relay.addr).await;
     send.write_all(&[0x3f, 0x00]).await.unwrap();
-    assert_eq!(close_code(&conn).await, Some(ErrorCode::UNKNOWN_MESSAGE.0.into()));
+    assert_eq!(
+        close_code(&conn).await,
+        Some(ErrorCode::UNKNOWN_MESSAGE.0.into())
+    );
 
     // 4. A media group for a track it did not publish.
     let mallory = client.join(relay.addr, &meeting, "pw", b"m").await.unwrap();
@@ -106,7 +124,10 @@ async fn bad_clients_are_closed_and_good_ones_keep_receiving() {
     let mut w = media.open_group(9, 0, 0, 1).await.unwrap();
     let h = w.next_header(FLAG_KEYFRAME, 10);
     let _ = w.write(h, vec![0u8; 10].into()).await;
-    assert_eq!(close_code(media.connection()).await, Some(ErrorCode::TRACK_NOT_PUBLISHED.0.into()));
+    assert_eq!(
+        close_code(media.connection()).await,
+        Some(ErrorCode::TRACK_NOT_PUBLISHED.0.into())
+    );
 
     // 5. An audio datagram for a track it did not publish, claiming someone else's ID.
     let eve = client.join(relay.addr, &meeting, "pw", b"e").await.unwrap();
@@ -114,24 +135,66 @@ async fn bad_clients_are_closed_and_good_ones_keep_receiving() {
     let mut forged = media.audio_header(AUDIO.track, 0, 0, 1);
     forged.publisher = alice.participant();
     media.send_audio(&forged, &[0u8; 50]).unwrap();
-    assert_eq!(close_code(media.connection()).await, Some(ErrorCode::TRACK_NOT_PUBLISHED.0.into()));
+    assert_eq!(
+        close_code(media.connection()).await,
+        Some(ErrorCode::TRACK_NOT_PUBLISHED.0.into())
+    );
 
     // 6. A garbage uni stream header.
     let trudy = client.join(relay.addr, &meeting, "pw", b"t").await.unwrap();
     let mut s = trudy.media().connection().open_uni().await.unwrap();
     s.write_all(&[0x3e, 1, 2, 3]).await.unwrap();
-    assert_eq!(close_code(trudy.media().connection()).await, Some(ErrorCode::PROTOCOL_VIOLATION.0.into()));
+    assert_eq!(
+        close_code(trudy.media().connection()).await,
+        Some(ErrorCode::PROTOCOL_VIOLATION.0.into())
+    );
 
     // Bob still receives Alice's media after all that.
     let before = received.load(Ordering::Relaxed);
     assert!(before > 0, "bob received nothing before the attacks ended");
-    let moved = eventually(Duration::from_secs(3), || received.load(Ordering::Relaxed) >= before + 20).await;
-    assert!(moved, "bob stopped receiving: {before} then {}", received.load(Ordering::Relaxed));
+    let moved = eventually(Duration::from_secs(3), || {
+        received.load(Ordering::Relaxed) >= before + 20
+    })
+    .await;
+    assert!(
+        moved,
+        "bob stopped receiving: {before} then {}",
+        received.load(Ordering::Relaxed)
+    );
     let closes = relay.stats.snapshot().closes;
     assert_eq!(closes.get("TRACK_NOT_PUBLISHED"), Some(&2), "{closes:?}");
     assert_eq!(closes.get("PROTOCOL_VIOLATION"), Some(&2), "{closes:?}");
     assert_eq!(closes.get("MESSAGE_TOO_LARGE"), Some(&1), "{closes:?}");
     assert_eq!(closes.get("UNKNOWN_MESSAGE"), Some(&1), "{closes:?}");
     sender.abort();
+    relay.shutdown().await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn media_that_outruns_its_publish_is_not_mistaken_for_forgery() {
+    let (relay, client) = start(config());
+    let meeting = meeting_id(2);
+    let mut alice = client.join(relay.addr, &meeting, "pw", b"a").await.unwrap();
+    let media = alice.media();
+    // Publish and send at once: QUIC does not order the control stream against the
+    // group stream or the datagram, so the media may reach the relay first.
+    let (published, group) =
+        tokio::join!(alice.publish(VIDEO), media.open_group(VIDEO.track, 0, 0, 1));
+    published.unwrap();
+    let mut group = group.unwrap();
+    let h = group.next_header(FLAG_KEYFRAME, 100);
+    group.write(h, vec![0u8; 100].into()).await.unwrap();
+    group.finish();
+    alice.publish(AUDIO).await.unwrap();
+    media
+        .send_audio(&media.audio_header(AUDIO.track, 0, 0, 1), &[0u8; 40])
+        .unwrap();
+    tokio::time::sleep(Duration::from_millis(1500)).await;
+    assert!(
+        media.connection().close_reason().is_none(),
+        "{:?}",
+        media.connection().close_reason()
+    );
+    assert!(relay.stats.snapshot().closes.is_empty());
     relay.shutdown().await;
 }

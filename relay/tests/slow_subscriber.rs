@@ -36,7 +36,10 @@ async fn stalled_subscriber_does_not_hurt_the_others() {
     for _ in 0..2 {
         fast.push(client.join(relay.addr, &meeting, "pw", b"f").await.unwrap());
     }
-    let mut stalled = stalled_client.join(relay.addr, &meeting, "pw", b"s").await.unwrap();
+    let mut stalled = stalled_client
+        .join(relay.addr, &meeting, "pw", b"s")
+        .await
+        .unwrap();
     publisher.publish(VIDEO).await.unwrap();
     let p = publisher.participant();
     for s in fast.iter_mut().chain(std::iter::once(&mut stalled)) {
@@ -89,7 +92,12 @@ async fn stalled_subscriber_does_not_hurt_the_others() {
             if let Some(w) = writer.take() {
                 orelay_client::GroupWriter::finish(w);
             }
-            writer = Some(media.open_group(VIDEO.track, group, 0, VIDEO.priority).await.unwrap());
+            writer = Some(
+                media
+                    .open_group(VIDEO.track, group, 0, VIDEO.priority)
+                    .await
+                    .unwrap(),
+            );
         }
         let w = writer.as_mut().unwrap();
         let mut data = vec![0u8; FRAME];
@@ -106,14 +114,20 @@ async fn stalled_subscriber_does_not_hurt_the_others() {
     let send_time = started.elapsed();
 
     let all_in = eventually(Duration::from_secs(5), || {
-        receivers.iter().all(|r| r.lock().unwrap().len() as u64 >= frames)
+        receivers
+            .iter()
+            .all(|r| r.lock().unwrap().len() as u64 >= frames)
     })
     .await;
     sampler.abort();
     let stats = relay.stats.snapshot();
     for (i, r) in receivers.iter().enumerate() {
         let mut lat = r.lock().unwrap().clone();
-        assert!(all_in, "fast subscriber {i} got {} of {frames} frames", lat.len());
+        assert!(
+            all_in,
+            "fast subscriber {i} got {} of {frames} frames",
+            lat.len()
+        );
         lat.sort_unstable();
         let p99 = lat[lat.len() * 99 / 100];
         // Loopback on a shared 2-core machine in a debug build: generous, yet far below
@@ -124,7 +138,10 @@ async fn stalled_subscriber_does_not_hurt_the_others() {
         send_time < Duration::from_secs(SECONDS) + Duration::from_millis(800),
         "publisher was slowed down: {send_time:?}"
     );
-    assert!(stats.groups_dropped > 0, "stalled subscriber's drops were not counted: {stats:?}");
+    assert!(
+        stats.groups_dropped > 0,
+        "stalled subscriber's drops were not counted: {stats:?}"
+    );
     assert!(stats.bytes_dropped > 0);
     // Only the stalled subscriber builds a backlog; the fast ones hold at most a chunk or two.
     let peak = peak_queued.load(Ordering::Relaxed);

@@ -11,7 +11,9 @@ use std::time::{Duration, Instant};
 use bytes::Bytes;
 use orelay_proto::control::JoinOutcome;
 use orelay_proto::limits::{MAX_SUBSCRIPTIONS_PER_PARTICIPANT, MAX_TRACKS_PER_PARTICIPANT};
-use orelay_proto::{ParticipantId, RejectReason, RosterParticipant, ServerMessage, TrackId, TrackInfo};
+use orelay_proto::{
+    ParticipantId, RejectReason, RosterParticipant, ServerMessage, TrackId, TrackInfo,
+};
 
 use crate::error::{PeerMisbehaved, RelayLimit, SessionError};
 
@@ -178,9 +180,17 @@ impl Meeting {
     }
 
     /// Starts publishing a track and announces it.
-    pub fn publish(&mut self, id: ParticipantId, info: TrackInfo) -> Result<Vec<Action>, SessionError> {
+    pub fn publish(
+        &mut self,
+        id: ParticipantId,
+        info: TrackInfo,
+    ) -> Result<Vec<Action>, SessionError> {
         if !info.kind.is_known() {
             return Err(PeerMisbehaved::UnknownTrackKind(info.kind.0).into());
+        }
+        // The decoder already refuses these; the core does not rely on it.
+        if info.layers == 0 || info.layers > orelay_proto::limits::MAX_LAYERS {
+            return Err(PeerMisbehaved::UnexpectedMessage("track layers out of range").into());
         }
         let p = self.participant_mut(id)?;
         if p.tracks.contains_key(&info.track) {
@@ -207,7 +217,11 @@ impl Meeting {
     }
 
     /// Stops publishing a track; its subscribers are told it is gone.
-    pub fn unpublish(&mut self, id: ParticipantId, track: TrackId) -> Result<Vec<Action>, SessionError> {
+    pub fn unpublish(
+        &mut self,
+        id: ParticipantId,
+        track: TrackId,
+    ) -> Result<Vec<Action>, SessionError> {
         let p = self.participant_mut(id)?;
         let Some(removed) = p.tracks.remove(&track) else {
             return Err(PeerMisbehaved::TrackNotPublished.into());
@@ -263,8 +277,15 @@ impl Meeting {
     }
 
     /// Ends a subscription (a no-op if there was none).
-    pub fn unsubscribe(&mut self, id: ParticipantId, publisher: ParticipantId, track: TrackId) -> Result<(), SessionError> {
-        self.participant_mut(id)?.subscriptions.remove(&(publisher, track));
+    pub fn unsubscribe(
+        &mut self,
+        id: ParticipantId,
+        publisher: ParticipantId,
+        track: TrackId,
+    ) -> Result<(), SessionError> {
+        self.participant_mut(id)?
+            .subscriptions
+            .remove(&(publisher, track));
         if let Some(t) = self.track_mut(publisher, track) {
             t.subscribers.remove(&id);
         }
@@ -274,7 +295,13 @@ impl Meeting {
     /// Asks a publisher for a keyframe on a track layer, at most once per
     /// [`KEYFRAME_REQUEST_INTERVAL`]. Unknown tracks are ignored: the request may race
     /// with an unpublish.
-    pub fn request_keyframe(&mut self, publisher: ParticipantId, track: TrackId, layer: u8, now: Instant) -> Vec<Action> {
+    pub fn request_keyframe(
+        &mut self,
+        publisher: ParticipantId,
+        track: TrackId,
+        layer: u8,
+        now: Instant,
+    ) -> Vec<Action> {
         let Some(t) = self.track_mut(publisher, track) else {
             return Vec::new();
         };
@@ -293,7 +320,11 @@ impl Meeting {
 
     /// The published track, if `publisher` publishes `track`.
     pub fn track(&self, publisher: ParticipantId, track: TrackId) -> Option<&TrackInfo> {
-        self.participants.get(&publisher)?.tracks.get(&track).map(|t| &t.info)
+        self.participants
+            .get(&publisher)?
+            .tracks
+            .get(&track)
+            .map(|t| &t.info)
     }
 
     /// The participants that receive `layer` of a track (all of them for audio).
@@ -303,7 +334,10 @@ impl Meeting {
         track: TrackId,
         layer: u8,
     ) -> impl Iterator<Item = ParticipantId> + '_ {
-        let t = self.participants.get(&publisher).and_then(|p| p.tracks.get(&track));
+        let t = self
+            .participants
+            .get(&publisher)
+            .and_then(|p| p.tracks.get(&track));
         let audio = t.is_some_and(|t| !t.info.kind.uses_streams());
         t.into_iter()
             .flat_map(|t| t.subscribers.iter())
@@ -318,14 +352,20 @@ impl Meeting {
     }
 
     fn track_mut(&mut self, publisher: ParticipantId, track: TrackId) -> Option<&mut Track> {
-        self.participants.get_mut(&publisher)?.tracks.get_mut(&track)
+        self.participants
+            .get_mut(&publisher)?
+            .tracks
+            .get_mut(&track)
     }
 
     fn broadcast(&self, except: ParticipantId, msg: ServerMessage) -> Vec<Action> {
         self.participants
             .keys()
             .filter(|&&p| p != except)
-            .map(|&to| Action::Send { to, msg: msg.clone() })
+            .map(|&to| Action::Send {
+                to,
+                msg: msg.clone(),
+            })
             .collect()
     }
 }

@@ -53,7 +53,8 @@ impl Default for QueueLimits {
     fn default() -> Self {
         Self {
             max_bytes: 1024 * 1024,
-            max_groups: 64,
+            // Two per possible subscription: one being written, one superseding it.
+            max_groups: 2 * orelay_proto::limits::MAX_SUBSCRIPTIONS_PER_PARTICIPANT,
             max_group_delay: Duration::from_millis(500),
         }
     }
@@ -146,16 +147,21 @@ impl SubscriberQueue {
 
     /// Opens a slot for a new group whose stream starts with `header`. Older groups
     /// that this one supersedes and that are already late are dropped.
-    pub fn open(&mut self, key: TrackKey, group: u64, header: Bytes, now: Instant) -> (SlotId, Vec<Dropped>) {
+    pub fn open(
+        &mut self,
+        key: TrackKey,
+        group: u64,
+        header: Bytes,
+        now: Instant,
+    ) -> (SlotId, Vec<Dropped>) {
         let id = SlotId(self.next_slot);
         self.next_slot += 1;
         let mut dropped = Vec::new();
-        while self.slots.len() >= self.limits.max_groups {
-            match self.slots.iter().position(|s| !s.dropped) {
-                Some(i) => dropped.push(self.drop_at(i)),
-                None => break,
-            }
-        }
+        // The new slot goes in first, so a group it supersedes is dropped as superseded
+        // (no keyframe needed). A dropped slot stays as a tombstone until its writer is
+        // told, so drop as many of the oldest live groups as are over the limit, not
+        // "until the count falls", which would drop them all.
+        let excess = (self.slots.len() + 1).saturating_sub(self.limits.max_groups);
         self.slots.push_back(Slot {
             id,
             key,
@@ -165,6 +171,12 @@ impl SubscriberQueue {
             ingest_done: false,
             dropped: false,
         });
+        for _ in 0..excess {
+            match self.slots.iter().position(|s| !s.dropped && s.id != id) {
+                Some(i) => dropped.push(self.drop_at(i)),
+                None => break,
+            }
+        }
         dropped.extend(self.push(id, header, now));
         (id, dropped)
     }
@@ -238,7 +250,10 @@ impl SubscriberQueue {
 
     /// Whether a slot has been dropped (or forgotten), so its writer should reset.
     pub fn is_dropped(&self, id: SlotId) -> bool {
-        self.slots.iter().find(|s| s.id == id).is_none_or(|s| s.dropped)
+        self.slots
+            .iter()
+            .find(|s| s.id == id)
+            .is_none_or(|s| s.dropped)
     }
 
     fn is_superseded(&self, i: usize) -> bool {
@@ -266,7 +281,10 @@ impl SubscriberQueue {
             let victim = (0..self.slots.len())
                 .filter(|&i| !self.slots[i].dropped && self.slots[i].bytes > 0)
                 .find(|&i| self.is_superseded(i))
-                .or_else(|| (0..self.slots.len()).find(|&i| !self.slots[i].dropped && self.slots[i].bytes > 0));
+                .or_else(|| {
+                    (0..self.slots.len())
+                        .find(|&i| !self.slots[i].dropped && self.slots[i].bytes > 0)
+                });
             match victim {
                 Some(i) => dropped.push(self.drop_at(i)),
                 None => break,

@@ -56,13 +56,25 @@ mod tests {
     fn meeting_ids_need_eleven_safe_characters() {
         assert!(MeetingId::parse("12345678901").is_ok());
         assert!(MeetingId::parse("aZ-_0123456789").is_ok());
-        assert_eq!(MeetingId::parse("1234567890"), Err(RejectReason::INVALID_MEETING_ID));
-        assert_eq!(MeetingId::parse("12345678901 "), Err(RejectReason::INVALID_MEETING_ID));
-        assert_eq!(MeetingId::parse(&"1".repeat(65)), Err(RejectReason::INVALID_MEETING_ID));
+        assert_eq!(
+            MeetingId::parse("1234567890"),
+            Err(RejectReason::INVALID_MEETING_ID)
+        );
+        assert_eq!(
+            MeetingId::parse("12345678901 "),
+            Err(RejectReason::INVALID_MEETING_ID)
+        );
+        assert_eq!(
+            MeetingId::parse(&"1".repeat(65)),
+            Err(RejectReason::INVALID_MEETING_ID)
+        );
     }
 
     #[test]
     fn wrong_version_is_rejected_first() {
-        assert_eq!(check_join(2, "12345678901"), Err(JoinError(RejectReason::UNSUPPORTED_VERSION)));
+        assert_eq!(
+            check_join(2, "12345678901"),
+            Err(JoinError(RejectReason::UNSUPPORTED_VERSION))
+        );
     }
 }

@@ -54,7 +54,14 @@ pub fn meeting_id(n: u32) -> String {
 
 /// A deterministic payload naming its meeting, publisher, track, group and object, so a
 /// receiver can recompute exactly what it should have received.
-pub fn payload(meeting: u32, publisher: ParticipantId, track: u64, group: u64, object: u64, len: usize) -> Bytes {
+pub fn payload(
+    meeting: u32,
+    publisher: ParticipantId,
+    track: u64,
+    group: u64,
+    object: u64,
+    len: usize,
+) -> Bytes {
     let mut seed = u64::from(meeting) << 48 ^ publisher << 32 ^ track << 24 ^ group << 12 ^ object;
     let mut out = Vec::with_capacity(len);
     out.extend_from_slice(&meeting.to_be_bytes());
