@@ -240,7 +240,11 @@ mod tests {
         let dir = std::env::temp_dir().join(format!("orelay-config-{}", std::process::id()));
         std::fs::create_dir_all(&dir).unwrap();
         let path = dir.join("relay.toml");
-        std::fs::write(&path, "queue_bytes = 200000\nmax_connections = 50\n").unwrap();
+        std::fs::write(
+            &path,
+            "queue_bytes = 200000\nmax_connections = 50\nmax_unjoined = 20\n",
+        )
+        .unwrap();
         let cli = Cli::parse_from([
             "relay",
             "--config",
@@ -251,5 +255,17 @@ mod tests {
         let c = Config::from_cli(&cli).unwrap();
         assert_eq!(c.queue_bytes, 200_000);
         assert_eq!(c.max_connections, 70);
+        assert_eq!(c.max_unjoined, 20);
+        // The combination is checked after the flags are applied.
+        let cli = Cli::parse_from([
+            "relay",
+            "--config",
+            path.to_str().unwrap(),
+            "--max-connections",
+            "10",
+        ]);
+        let err = Config::from_cli(&cli).unwrap_err().to_string();
+        assert!(err.contains("max_unjoined"), "{err}");
+        std::fs::remove_dir_all(&dir).unwrap();
     }
 }

@@ -69,4 +69,5 @@ fn bad_configuration_names_the_field() {
     assert!(!out.status.success());
     let err = String::from_utf8_lossy(&out.stderr);
     assert!(err.contains("max_conections"), "{err}");
+    std::fs::remove_dir_all(&dir).unwrap();
 }
