@@ -493,7 +493,8 @@ macro_rules! wire {
                 let mut out = Vec::new();
                 self.encode(&mut out);
                 let ($msg, $out) = (self, &out);
-                $check;
+                #[allow(clippy::unused_unit)]
+                let () = $check;
                 out
             }
             fn decode_from(buf: &[u8]) -> Result<(Self, usize), DecodeError> {
