@@ -97,7 +97,16 @@ pub async fn run(
                 live: live.clone(),
             };
             let client = clients[n % clients.len()].clone();
-            tasks.push(tokio::spawn(participant::run(client, plan)));
+            // Every participant stops by this time, whatever the relay does.
+            let hard_stop = media_until + plan.drain + Duration::from_secs(15);
+            tasks.push(tokio::spawn(async move {
+                tokio::time::timeout_at(hard_stop.into(), participant::run(client, plan))
+                    .await
+                    .unwrap_or_else(|_| {
+                        tracing::warn!("participant did not finish in time; abandoned");
+                        (None, report::Tally::default())
+                    })
+            }));
         }
     }
 

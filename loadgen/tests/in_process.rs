@@ -41,3 +41,42 @@ async fn small_scenario_runs_clean() {
         relay.closes
     );
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn external_relay_is_reached_by_address_and_pinned_fingerprint() {
+    let relay = orelay_relay::Relay::bind(orelay_relay::Config {
+        listen: "127.0.0.1:0".parse().unwrap(),
+        ..orelay_relay::Config::default()
+    })
+    .unwrap()
+    .spawn()
+    .unwrap();
+    let scenario = Scenario {
+        meetings: 1,
+        participants: 2,
+        duration: Duration::from_secs(1),
+        join_window: Duration::from_millis(100),
+        client_sockets: 1,
+        ..Scenario::default()
+    };
+    let target = Target::External {
+        addr: relay.addr,
+        fingerprint: orelay_client::parse_fingerprint(&relay.fingerprint).unwrap(),
+    };
+    let report = orelay_loadgen::run(scenario.clone(), target, |_| {})
+        .await
+        .unwrap();
+    assert_eq!(report.joined, 2, "{report}");
+    assert!(report.audio_received > 0, "{report}");
+    assert!(report.relay.is_none(), "no in-process relay was started");
+    assert_eq!(relay.stats.snapshot().joins_admitted, 2);
+
+    // A wrong pin fails every join instead of talking to an unverified relay.
+    let wrong = Target::External {
+        addr: relay.addr,
+        fingerprint: [0u8; 32],
+    };
+    let report = orelay_loadgen::run(scenario, wrong, |_| {}).await.unwrap();
+    assert_eq!((report.joined, report.join_failed), (0, 2), "{report}");
+    relay.shutdown().await;
+}
