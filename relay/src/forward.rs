@@ -16,10 +16,10 @@ use std::sync::atomic::Ordering::Relaxed;
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
-use bytes::{Bytes, BytesMut};
-use orelay_proto::limits::MAX_GROUP_HEADER;
-use orelay_proto::{DatagramHeader, DecodeError, ErrorCode, GroupHeader, TrackId, TrackKind};
+use bytes::Bytes;
+use orelay_proto::{DatagramHeader, ErrorCode, GroupHeader, TrackId, TrackKind};
 
+use crate::core::group_header::{GroupHeaderReader, SplitHeader};
 use crate::core::{Dropped, Pop, SlotId, TrackKey};
 use crate::error::{PeerMisbehaved, SessionError};
 use crate::session::{close, Peer, Session};
@@ -28,34 +28,15 @@ use crate::session::{close, Peer, Session};
 const READ_CHUNK: usize = 64 * 1024;
 
 /// Reads a group stream's header, returning it, its original bytes, and whatever
-/// followed it in the same chunk. The header is almost always inside the first
-/// chunk; only a header split across chunks is copied (at most `MAX_GROUP_HEADER`).
-async fn read_header(
-    stream: &mut quinn::RecvStream,
-) -> Result<Option<(GroupHeader, Bytes, Bytes)>, SessionError> {
-    let mut pending = BytesMut::new();
+/// followed it in the same chunk (see [`GroupHeaderReader`]).
+async fn read_header(stream: &mut quinn::RecvStream) -> Result<Option<SplitHeader>, SessionError> {
+    let mut reader = GroupHeaderReader::new();
     loop {
         let Ok(Some(chunk)) = stream.read_chunk(READ_CHUNK, true).await else {
             return Ok(None);
         };
-        let mut data = if pending.is_empty() {
-            chunk.bytes
-        } else {
-            pending.extend_from_slice(&chunk.bytes);
-            std::mem::take(&mut pending).freeze()
-        };
-        match GroupHeader::decode(&data) {
-            Ok((header, len)) => {
-                let header_bytes = data.split_to(len);
-                return Ok(Some((header, header_bytes, data)));
-            }
-            Err(DecodeError::Incomplete) if data.len() < MAX_GROUP_HEADER => {
-                pending.extend_from_slice(&data)
-            }
-            Err(DecodeError::Incomplete) => {
-                return Err(PeerMisbehaved::Malformed(DecodeError::Truncated).into())
-            }
-            Err(e) => return Err(e.into()),
+        if let Some(split) = reader.push(chunk.bytes)? {
+            return Ok(Some(split));
         }
     }
 }
@@ -63,12 +44,11 @@ async fn read_header(
 /// Receives one group stream from a publisher and fans it out.
 pub(crate) async fn ingest_group(session: Arc<Session>, mut stream: quinn::RecvStream) {
     let (header, header_bytes, rest) = match read_header(&mut stream).await {
-        Ok(Some(parts)) => parts,
+        Ok(Some(split)) => (split.header, split.bytes, split.rest),
         Ok(None) => return,
         Err(e) => return close(&session.conn, &session.shared, &e),
     };
     let stats = &session.shared.stats;
-    let now = Instant::now();
     let key = TrackKey {
         publisher: header.publisher,
         track: header.track,
@@ -79,6 +59,7 @@ pub(crate) async fn ingest_group(session: Arc<Session>, mut stream: quinn::RecvS
         Err(None) => return,
         Err(Some(e)) => return close(&session.conn, &session.shared, &e),
     };
+    let now = Instant::now();
     stats.groups_in.fetch_add(1, Relaxed);
     stats
         .stream_bytes_in

@@ -4,6 +4,7 @@
 //! shell in [`crate::server`] and [`crate::session`] only moves bytes and events
 //! between quinn and these types. Nothing here reads a media payload.
 
+pub mod group_header;
 pub mod meeting;
 pub mod queue;
 pub mod registry;
