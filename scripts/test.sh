@@ -19,5 +19,10 @@ echo "== cargo fmt --check"
 cargo fmt --all -- --check
 echo "== cargo clippy"
 cargo clippy --workspace --all-targets --locked -- -D warnings
+echo "== the relay links no client or media-key code"
+if cargo tree --locked -p orelay-relay -e normal --prefix none | grep -E '^(orelay-client|orelay-loadgen) '; then
+  echo "error: orelay-relay depends on client-side code" >&2
+  exit 1
+fi
 echo "== cargo test"
 cargo test --workspace --locked --no-fail-fast

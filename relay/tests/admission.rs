@@ -99,3 +99,28 @@ async fn connections_over_the_cap_are_refused_and_shutdown_closes_with_a_code() 
     assert_eq!(close_code(&conn).await, Some(ErrorCode::SHUTDOWN.0.into()));
     assert_eq!(stats.snapshot().connections_active, 0);
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn connections_that_have_not_joined_are_capped_separately() {
+    let mut cfg = config();
+    cfg.max_connections = 10;
+    cfg.max_unjoined = 1;
+    let (relay, client) = start(cfg);
+    // One connection sits there without joining: the next one is refused...
+    let idle = client.connect(relay.addr).await.unwrap();
+    let refused = client.connect(relay.addr).await;
+    assert!(
+        matches!(refused, Err(ClientError::Connection(quinn::ConnectionError::ConnectionClosed(ref c))) if c.error_code == quinn::TransportErrorCode::CONNECTION_REFUSED),
+        "{refused:?}"
+    );
+    // ...until it joins, which frees its place for the next newcomer.
+    let _joined = orelay_client::Session::join(idle, &meeting_id(5), "pw", b"i")
+        .await
+        .unwrap();
+    let _next = client
+        .join(relay.addr, &meeting_id(5), "pw", b"n")
+        .await
+        .unwrap();
+    assert_eq!(relay.stats.snapshot().connections_refused, 1);
+    relay.shutdown().await;
+}
