@@ -23,7 +23,7 @@ enum Command {
 
 #[derive(Debug, Args)]
 struct RunArgs {
-    /// Relay address (host:port). Without it a relay starts in-process on 127.0.0.1.
+    /// Relay address as IP:port. Without it a relay starts in-process on 127.0.0.1.
     #[arg(long, requires = "cert_fingerprint")]
     relay: Option<std::net::SocketAddr>,
     /// SHA-256 fingerprint of the relay's certificate (64 hex digits, as `relay` prints).
@@ -35,7 +35,7 @@ struct RunArgs {
     /// Participants per meeting; each publishes audio and video and subscribes to all others.
     #[arg(long, default_value_t = 6)]
     participants: usize,
-    /// Seconds of media after the join window.
+    /// Seconds of media after the join window (participants send from the moment they join).
     #[arg(long, default_value_t = 30)]
     duration: u64,
     /// Seconds over which joins are spread (0.1 for a storm).
@@ -72,6 +72,8 @@ async fn main() -> anyhow::Result<()> {
                 .unwrap_or_else(|_| tracing_subscriber::EnvFilter::new("warn")),
         )
         .with_writer(std::io::stderr)
+        // Colour only for people: journald, files and pipes get plain text.
+        .with_ansi(std::io::IsTerminal::is_terminal(&std::io::stderr()))
         .init();
     let Command::Run(args) = Cli::parse().command;
     let scenario = Scenario {

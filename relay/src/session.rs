@@ -15,7 +15,7 @@ use orelay_proto::{
     ClientMessage, ControlDecoder, ErrorCode, ParticipantId, RejectReason, ServerMessage,
 };
 use tokio::sync::{mpsc, Notify, OwnedSemaphorePermit};
-use tracing::{debug, info, Instrument};
+use tracing::{debug, Instrument};
 
 use crate::core::registry::check_join;
 use crate::core::{Action, Meeting, MeetingId, SubscriberQueue};
@@ -164,7 +164,7 @@ async fn serve(shared: &Arc<Shared>, conn: quinn::Connection, unjoined: OwnedSem
     let end = match joined {
         Ok((session, send, recv, decoder, control_rx)) => {
             let session = Arc::new(session);
-            info!(meeting = %session.cell.tag, "joined");
+            debug!(meeting = %session.cell.tag, "joined");
             let end = session.clone().serve(send, recv, decoder, control_rx).await;
             session.leave();
             end
@@ -234,7 +234,7 @@ async fn join(shared: &Arc<Shared>, conn: &quinn::Connection) -> Result<Joined, 
         }
         Err(reason) => {
             shared.stats.joins_rejected.fetch_add(1, Relaxed);
-            info!(reason = %reason, "join rejected");
+            debug!(reason = %reason, "join rejected");
             let msg = ServerMessage::JoinResult(JoinOutcome::Rejected { reason });
             // Give the client a moment to read the reason and close itself.
             if send.write_all(&msg.to_bytes()).await.is_ok() && send.finish().is_ok() {
