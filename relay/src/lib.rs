@@ -11,6 +11,7 @@ pub mod config;
 pub mod core;
 pub mod error;
 mod forward;
+pub mod logging;
 pub mod privacy;
 pub mod server;
 mod session;
