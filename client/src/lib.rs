@@ -12,7 +12,6 @@ use std::net::SocketAddr;
 use std::sync::Arc;
 use std::time::Duration;
 
-use bytes::BytesMut;
 use orelay_proto::control::{ControlMessage, JoinOutcome};
 use orelay_proto::{
     ClientMessage, ControlDecoder, DecodeError, ErrorCode, ParticipantId, RejectReason,
@@ -251,7 +250,6 @@ async fn read_control(
     tx: mpsc::Sender<Result<ServerMessage, ClientError>>,
 ) {
     let mut decoder = ControlDecoder::<ServerMessage>::new();
-    let mut buf = BytesMut::new();
     loop {
         loop {
             match decoder.next() {
@@ -275,6 +273,5 @@ async fn read_control(
                 return;
             }
         }
-        buf.clear();
     }
 }

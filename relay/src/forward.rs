@@ -67,12 +67,8 @@ pub(crate) async fn ingest_group(session: Arc<Session>, mut stream: quinn::RecvS
     let priority = stream_priority(header.priority, header.group);
     let mut slots = Vec::with_capacity(targets.len());
     for peer in targets {
-        let (slot, dropped) = peer
-            .queue()
-            .open(key, header.group, header_bytes.clone(), now);
-        stats
-            .queued_bytes
-            .fetch_add(header_bytes.len() as i64, Relaxed);
+        let (slot, dropped) =
+            peer.with_queue(|q| q.open(key, header.group, header_bytes.clone(), now));
         after_drops(&session, &peer, &dropped, now);
         tokio::spawn(write_group(
             session.shared.clone(),
@@ -96,7 +92,7 @@ pub(crate) async fn ingest_group(session: Arc<Session>, mut stream: quinn::RecvS
             }
             Ok(None) => {
                 for (peer, slot) in &slots {
-                    peer.queue().finish(*slot);
+                    peer.with_queue(|q| q.finish(*slot));
                     peer.notify.notify_waiters();
                 }
                 return;
@@ -105,13 +101,7 @@ pub(crate) async fn ingest_group(session: Arc<Session>, mut stream: quinn::RecvS
                 // The publisher reset the group or went away: subscribers' copies of it
                 // are reset too.
                 for (peer, slot) in &slots {
-                    let mut queue = peer.queue();
-                    let before = queue.queued_bytes();
-                    queue.cancel(*slot);
-                    stats
-                        .queued_bytes
-                        .fetch_sub((before - queue.queued_bytes()) as i64, Relaxed);
-                    drop(queue);
+                    peer.with_queue(|q| q.cancel(*slot));
                     peer.notify.notify_waiters();
                 }
                 return;
@@ -185,16 +175,8 @@ async fn group_targets(
 /// Pushes one chunk to every subscriber of the group: a refcount bump each, no copy.
 fn push_all(session: &Session, slots: &[(Arc<Peer>, SlotId)], chunk: Bytes) {
     let now = Instant::now();
-    let stats = &session.shared.stats;
     for (peer, slot) in slots {
-        let mut queue = peer.queue();
-        let before = queue.queued_bytes();
-        let dropped = queue.push(*slot, chunk.clone(), now);
-        let after = queue.queued_bytes();
-        drop(queue);
-        stats
-            .queued_bytes
-            .fetch_add(after as i64 - before as i64, Relaxed);
+        let dropped = peer.with_queue(|q| q.push(*slot, chunk.clone(), now));
         after_drops(session, peer, &dropped, now);
         peer.notify.notify_waiters();
     }
@@ -212,10 +194,9 @@ fn after_drops(session: &Session, peer: &Peer, dropped: &[Dropped], now: Instant
         stats.bytes_dropped.fetch_add(d.bytes as u64, Relaxed);
     }
     peer.notify.notify_waiters();
-    let wanted: Vec<&Dropped> = dropped.iter().filter(|d| d.need_keyframe).collect();
-    if !wanted.is_empty() {
+    if dropped.iter().any(|d| d.need_keyframe) {
         let mut state = session.cell.lock();
-        for d in wanted {
+        for d in dropped.iter().filter(|d| d.need_keyframe) {
             let actions =
                 state
                     .core
@@ -237,7 +218,7 @@ async fn until_dropped(peer: &Peer, slot: SlotId) {
         let notified = peer.notify.notified();
         tokio::pin!(notified);
         notified.as_mut().enable();
-        if peer.queue().is_dropped(slot) {
+        if peer.with_queue(|q| q.is_dropped(slot)) {
             return;
         }
         notified.await;
@@ -258,7 +239,7 @@ async fn write_group(
     };
     let Some(mut stream) = opened else {
         // Never opened: make sure the slot does not linger.
-        discard(&shared, &peer, slot);
+        discard(&peer, slot);
         return;
     };
     let _ = stream.set_priority(priority);
@@ -266,18 +247,17 @@ async fn write_group(
         let notified = peer.notify.notified();
         tokio::pin!(notified);
         notified.as_mut().enable();
-        let next = peer.queue().pop(slot);
+        let next = peer.with_queue(|q| q.pop(slot));
         match next {
             Pop::Chunk(chunk) => {
                 let len = chunk.len();
-                stats.queued_bytes.fetch_sub(len as i64, Relaxed);
                 let written = tokio::select! {
                     r = stream.write_chunk(chunk) => r.is_ok(),
                     () = until_dropped(&peer, slot) => false,
                 };
                 if !written {
                     let _ = stream.reset(ErrorCode::GROUP_DROPPED.0.into());
-                    discard(&shared, &peer, slot);
+                    discard(&peer, slot);
                     return;
                 }
                 stats.stream_bytes_out.fetch_add(len as u64, Relaxed);
@@ -295,15 +275,9 @@ async fn write_group(
     }
 }
 
-/// Drains a slot whose writer gave up, keeping the queued-bytes gauge honest.
-fn discard(shared: &crate::server::Shared, peer: &Peer, slot: SlotId) {
-    let mut queue = peer.queue();
-    while let Pop::Chunk(chunk) = queue.pop(slot) {
-        shared
-            .stats
-            .queued_bytes
-            .fetch_sub(chunk.len() as i64, Relaxed);
-    }
+/// Drains a slot whose writer gave up, so its bytes leave the queue now.
+fn discard(peer: &Peer, slot: SlotId) {
+    peer.with_queue(|q| while let Pop::Chunk(_) = q.pop(slot) {});
 }
 
 /// A publisher's cached audio routes: the subscriber connections of each audio
@@ -330,8 +304,12 @@ impl AudioRoutes {
             return Err(PeerMisbehaved::TrackNotPublished.into());
         }
         let epoch = session.cell.epoch.load(Relaxed);
-        if epoch != self.epoch || !self.routes.contains_key(&header.track) {
+        if epoch != self.epoch {
+            // Routes changed somewhere in the meeting: rebuild lazily, track by track.
+            self.routes.clear();
             self.epoch = epoch;
+        }
+        if !self.routes.contains_key(&header.track) {
             match self.refresh(session, header.track) {
                 Ok(()) => self.unknown_since = None,
                 Err(e) => {
@@ -360,7 +338,6 @@ impl AudioRoutes {
     }
 
     fn refresh(&mut self, session: &Session, track: TrackId) -> Result<(), SessionError> {
-        self.routes.clear();
         let state = session.cell.lock();
         let is_audio = state
             .core

@@ -21,6 +21,7 @@ use crate::core::registry::check_join;
 use crate::core::{Action, Meeting, MeetingId, SubscriberQueue};
 use crate::error::{PeerMisbehaved, PeerNotAllowed, SessionError};
 use crate::server::Shared;
+use crate::stats::RelayStats;
 
 /// A meeting as the I/O layer holds it: the sans-IO core plus each participant's handle.
 pub(crate) struct MeetingCell {
@@ -41,17 +42,41 @@ pub(crate) struct MeetingState {
 pub(crate) struct Peer {
     pub(crate) conn: quinn::Connection,
     control: mpsc::Sender<ServerMessage>,
-    pub(crate) queue: Mutex<SubscriberQueue>,
+    queue: Mutex<SubscriberQueue>,
+    /// Where this queue's size is added to the relay-wide `queued_bytes` gauge.
+    stats: Arc<RelayStats>,
     /// Wakes this subscriber's group writers when its queue changes.
     pub(crate) notify: Notify,
 }
 
 impl Peer {
-    pub(crate) fn queue(&self) -> MutexGuard<'_, SubscriberQueue> {
+    /// Runs `f` on the subscriber's queue and moves the relay-wide `queued_bytes`
+    /// gauge by however much the queue grew or shrank: the one place that keeps the
+    /// gauge in step with the queues, whatever the operation dropped or drained.
+    pub(crate) fn with_queue<R>(&self, f: impl FnOnce(&mut SubscriberQueue) -> R) -> R {
         // A panic while holding the lock would be a relay bug; keep serving the data.
-        self.queue
-            .lock()
-            .unwrap_or_else(|poisoned| poisoned.into_inner())
+        let mut queue = self.queue.lock().unwrap_or_else(|p| p.into_inner());
+        let before = queue.queued_bytes();
+        let out = f(&mut queue);
+        let after = queue.queued_bytes();
+        drop(queue);
+        if after != before {
+            self.stats
+                .queued_bytes
+                .fetch_add(after as i64 - before as i64, Relaxed);
+        }
+        out
+    }
+}
+
+impl Drop for Peer {
+    fn drop(&mut self) {
+        // Whatever a departed subscriber still had queued is gone with it.
+        let left = self
+            .queue
+            .get_mut()
+            .map_or_else(|p| p.into_inner().queued_bytes(), |q| q.queued_bytes());
+        self.stats.queued_bytes.fetch_sub(left as i64, Relaxed);
     }
 }
 
@@ -280,6 +305,7 @@ fn admit(
         conn: conn.clone(),
         control,
         queue: Mutex::new(SubscriberQueue::new(shared.config.queue_limits())),
+        stats: shared.stats.clone(),
         notify: Notify::new(),
     });
     state.peers.insert(id, peer);
@@ -346,6 +372,14 @@ impl Session {
         let mut state = self.cell.lock();
         let core = &mut state.core;
         let publish = matches!(msg, ClientMessage::Publish(_));
+        // Only these change who receives what; media tasks refresh routes when it moves.
+        let reroutes = matches!(
+            msg,
+            ClientMessage::Publish(_)
+                | ClientMessage::Unpublish { .. }
+                | ClientMessage::Subscribe { .. }
+                | ClientMessage::Unsubscribe { .. }
+        );
         let actions = match msg {
             ClientMessage::Join { .. } => {
                 return Err(PeerMisbehaved::UnexpectedMessage("second Join").into())
@@ -369,7 +403,9 @@ impl Session {
             } => core.request_keyframe(publisher, track, layer, now),
         };
         state.apply(actions, &self.shared);
-        self.cell.epoch.fetch_add(1, Relaxed);
+        if reroutes {
+            self.cell.epoch.fetch_add(1, Relaxed);
+        }
         drop(state);
         if publish {
             self.published.notify_waiters();

@@ -149,6 +149,18 @@ async fn stalled_subscriber_does_not_hurt_the_others() {
         peak <= (QUEUE_BYTES + 3 * 64 * 1024) as i64,
         "queued bytes peaked at {peak}, budget {QUEUE_BYTES}"
     );
+    // Once everyone is gone, nothing stays queued: the gauge is back to zero.
     drop(stalled);
+    drop(fast);
+    drop(publisher);
+    let drained = eventually(Duration::from_secs(10), || {
+        relay.stats.snapshot().queued_bytes == 0
+    })
+    .await;
+    assert!(
+        drained,
+        "queued bytes left behind: {:?}",
+        relay.stats.snapshot()
+    );
     relay.shutdown().await;
 }
