@@ -22,6 +22,7 @@ use crate::core::{Action, Meeting, MeetingId, SubscriberQueue};
 use crate::error::{PeerMisbehaved, PeerNotAllowed, SessionError};
 use crate::server::Shared;
 use crate::stats::RelayStats;
+use orelay_proto::limits::MAX_TRACKS_PER_PARTICIPANT;
 
 /// A meeting as the I/O layer holds it: the sans-IO core plus each participant's handle.
 pub(crate) struct MeetingCell {
@@ -240,7 +241,12 @@ async fn join(shared: &Arc<Shared>, conn: &quinn::Connection) -> Result<Joined, 
     else {
         return Err(PeerMisbehaved::UnexpectedMessage("first message must be Join").into());
     };
-    let (control_tx, control_rx) = mpsc::channel(shared.config.control_backlog);
+    // A newcomer's first messages are the roster snapshot (each participant and its
+    // tracks), bounded by the meeting limits; the backlog limit applies beyond that,
+    // so joining a large meeting is not mistaken for a client that does not read.
+    // (tokio allocates channel slots as they fill, not up front.)
+    let roster = shared.config.max_participants * (1 + MAX_TRACKS_PER_PARTICIPANT);
+    let (control_tx, control_rx) = mpsc::channel(shared.config.control_backlog + roster);
     let admitted = check_join(version, &meeting_id)
         .map_err(|e| e.0)
         .and_then(|id| admit(shared, conn, id, &passcode, info, control_tx));

@@ -124,3 +124,33 @@ async fn connections_that_have_not_joined_are_capped_separately() {
     assert_eq!(relay.stats.snapshot().connections_refused, 1);
     relay.shutdown().await;
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn joining_a_meeting_whose_roster_exceeds_the_backlog_is_fine() {
+    let mut cfg = config();
+    cfg.control_backlog = 16;
+    let (relay, client) = start(cfg);
+    let meeting = meeting_id(6);
+    let mut present = Vec::new();
+    for i in 0..12u8 {
+        let mut s = client.join(relay.addr, &meeting, "pw", &[i]).await.unwrap();
+        s.publish(AUDIO).await.unwrap();
+        s.publish(VIDEO).await.unwrap();
+        present.push(s);
+    }
+    // 12 participants + 24 tracks = 36 roster messages, more than the backlog of 16,
+    // delivered to a newcomer that has not started reading yet.
+    let mut late = client
+        .join(relay.addr, &meeting, "pw", b"late")
+        .await
+        .unwrap();
+    let tracks = await_tracks(&mut late, 24).await;
+    assert_eq!(tracks.len(), 24);
+    assert!(late.media().connection().close_reason().is_none());
+    assert!(
+        relay.stats.snapshot().closes.is_empty(),
+        "{:?}",
+        relay.stats.snapshot().closes
+    );
+    relay.shutdown().await;
+}
