@@ -6,6 +6,8 @@
 //! here once per group, then moves opaque bytes.
 
 use std::collections::{BTreeMap, BTreeSet};
+use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::Arc;
 use std::time::{Duration, Instant};
 
 use bytes::Bytes;
@@ -48,10 +50,65 @@ impl Default for MeetingLimits {
     }
 }
 
+/// A track's route generation: moves whenever the set of its subscribers changes or
+/// the track goes away, so a publisher's task can cache who receives its audio and
+/// check one atomic per datagram instead of taking the meeting lock. Per track, so a
+/// change elsewhere in the meeting invalidates nothing here.
+#[derive(Debug, Clone, Default)]
+pub struct RouteVersion(Arc<AtomicU64>);
+
+impl RouteVersion {
+    /// The current generation.
+    pub fn get(&self) -> u64 {
+        self.0.load(Ordering::Acquire)
+    }
+
+    fn bump(&self) {
+        self.0.fetch_add(1, Ordering::AcqRel);
+    }
+}
+
+/// How media reaches the relay, which must match the track's kind.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Transport {
+    /// A unidirectional group stream (video, screen).
+    Stream,
+    /// A datagram (audio).
+    Datagram,
+}
+
+/// Who receives a track layer's media. See [`Meeting::route`].
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum Route {
+    /// Deliver to these participants.
+    Deliver {
+        /// The subscribers of that layer.
+        targets: Vec<ParticipantId>,
+        /// The published track's priority (a group header's own is ignored).
+        priority: u8,
+        /// Moves when `targets` goes stale.
+        version: u64,
+    },
+    /// The track is not (yet) published: see [`super::routing::PublishGrace`].
+    Unknown,
+    /// Never valid: someone else's ID, a layer the track does not have, or the wrong
+    /// transport for its kind.
+    Invalid,
+}
+
+impl PartialEq for RouteVersion {
+    fn eq(&self, other: &Self) -> bool {
+        Arc::ptr_eq(&self.0, &other.0)
+    }
+}
+
+impl Eq for RouteVersion {}
+
 /// A track as the meeting knows it.
 #[derive(Debug, Clone)]
 struct Track {
     info: TrackInfo,
+    version: RouteVersion,
     /// Subscriber → chosen layer.
     subscribers: BTreeMap<ParticipantId, u8>,
     /// When a keyframe was last requested, per layer.
@@ -167,9 +224,11 @@ impl Meeting {
         for (publisher, track) in gone.subscriptions {
             if let Some(t) = self.track_mut(publisher, track) {
                 t.subscribers.remove(&id);
+                t.version.bump();
             }
         }
         for track in gone.tracks.into_values() {
+            track.version.bump();
             for subscriber in track.subscribers.into_keys() {
                 if let Some(p) = self.participants.get_mut(&subscriber) {
                     p.subscriptions.remove(&(id, track.info.track));
@@ -203,6 +262,7 @@ impl Meeting {
             info.track,
             Track {
                 info,
+                version: RouteVersion::default(),
                 subscribers: BTreeMap::new(),
                 last_keyframe_request: Default::default(),
             },
@@ -226,6 +286,7 @@ impl Meeting {
         let Some(removed) = p.tracks.remove(&track) else {
             return Err(PeerMisbehaved::TrackNotPublished.into());
         };
+        removed.version.bump();
         for subscriber in removed.subscribers.keys() {
             if let Some(s) = self.participants.get_mut(subscriber) {
                 s.subscriptions.remove(&(id, track));
@@ -264,7 +325,9 @@ impl Meeting {
         };
         // Ask for more than the publisher sends and you get its best layer.
         let layer = layer.min(t.info.layers - 1);
-        t.subscribers.insert(id, layer);
+        if t.subscribers.insert(id, layer) != Some(layer) {
+            t.version.bump();
+        }
         let wants_keyframe = t.info.kind.uses_streams();
         if let Some(s) = self.participants.get_mut(&id) {
             s.subscriptions.insert((publisher, track));
@@ -287,14 +350,17 @@ impl Meeting {
             .subscriptions
             .remove(&(publisher, track));
         if let Some(t) = self.track_mut(publisher, track) {
-            t.subscribers.remove(&id);
+            if t.subscribers.remove(&id).is_some() {
+                t.version.bump();
+            }
         }
         Ok(())
     }
 
     /// Asks a publisher for a keyframe on a track layer, at most once per
-    /// [`KEYFRAME_REQUEST_INTERVAL`]. Unknown tracks are ignored: the request may race
-    /// with an unpublish.
+    /// [`KEYFRAME_REQUEST_INTERVAL`]. Unknown tracks are ignored (the request may race
+    /// with an unpublish), and so are layers the track does not have and audio tracks,
+    /// which have no keyframes: a publisher is only ever asked about what it sends.
     pub fn request_keyframe(
         &mut self,
         publisher: ParticipantId,
@@ -305,6 +371,9 @@ impl Meeting {
         let Some(t) = self.track_mut(publisher, track) else {
             return Vec::new();
         };
+        if layer >= t.info.layers || !t.info.kind.uses_streams() {
+            return Vec::new();
+        }
         let Some(last) = t.last_keyframe_request.get_mut(usize::from(layer)) else {
             return Vec::new();
         };
@@ -325,6 +394,43 @@ impl Meeting {
             .tracks
             .get(&track)
             .map(|t| &t.info)
+    }
+
+    /// Who receives media that `sender` sent on `transport` for `layer` of
+    /// `publisher`'s `track`. The one routing decision of the relay: the shell calls it
+    /// once per group, and once per route change for audio.
+    pub fn route(
+        &self,
+        sender: ParticipantId,
+        publisher: ParticipantId,
+        track: TrackId,
+        layer: u8,
+        transport: Transport,
+    ) -> Route {
+        if sender != publisher || !self.participants.contains_key(&sender) {
+            return Route::Invalid;
+        }
+        let Some(t) = self.participants[&sender].tracks.get(&track) else {
+            return Route::Unknown;
+        };
+        let kind_ok = match transport {
+            Transport::Stream => t.info.kind.uses_streams() && layer < t.info.layers,
+            Transport::Datagram => t.info.kind == orelay_proto::TrackKind::AUDIO,
+        };
+        if !kind_ok {
+            return Route::Invalid;
+        }
+        Route::Deliver {
+            targets: self.subscribers(publisher, track, layer).collect(),
+            priority: t.info.priority,
+            version: t.version.get(),
+        }
+    }
+
+    /// The route generation of a published track, to check cached routes against.
+    pub fn route_version(&self, publisher: ParticipantId, track: TrackId) -> Option<RouteVersion> {
+        let t = self.participants.get(&publisher)?.tracks.get(&track)?;
+        Some(t.version.clone())
     }
 
     /// The participants that receive `layer` of a track (all of them for audio).

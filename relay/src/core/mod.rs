@@ -1,17 +1,25 @@
-//! The relay's sans-IO core: meeting state and the subscriber drop policy.
+//! The relay's sans-IO core: meetings and their routes, the shared group buffers that
+//! fan media out, each subscriber's drop policy, and the limits on what one client may
+//! ask of the relay.
 //!
 //! Everything here is plain data driven by events and an explicit `now`; the async
-//! shell in [`crate::server`] and [`crate::session`] only moves bytes and events
-//! between quinn and these types. Nothing here reads a media payload.
+//! shell only moves bytes and events between quinn and these types, and carries out
+//! what they decide. Nothing here reads a media payload.
 
+pub mod group;
 pub mod group_header;
 pub mod meeting;
-pub mod queue;
+pub mod ratelimit;
 pub mod registry;
+pub mod routing;
+pub mod subscriber;
 
 #[cfg(test)]
 mod sim;
 
-pub use meeting::{Action, Meeting, MeetingLimits};
-pub use queue::{Dropped, Pop, QueueLimits, SlotId, SubscriberQueue, TrackKey};
+pub use group::{DropCause, GroupBuffer, Lag, Read, ReaderId, ResetCause};
+pub use meeting::{Action, Meeting, MeetingLimits, Route, RouteVersion, Transport};
+pub use ratelimit::{RateLimit, TokenBucket};
 pub use registry::{JoinError, MeetingId};
+pub use routing::{stream_priority, Grace, OpenGroups, Opened, PublishGrace, PUBLISH_GRACE};
+pub use subscriber::{plan_drops, Backlog, GroupDrop, QueueLimits, TrackKey};

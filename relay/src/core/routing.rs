@@ -1,0 +1,189 @@
+//! Forwarding decisions that do not depend on a meeting's membership, sans-IO: stream
+//! priority, the publish grace for media that outruns its `Publish`, and the limit on
+//! concurrent groups per published track layer.
+//!
+//! Who receives a group or a datagram is [`Meeting::route`](super::Meeting::route);
+//! what happens to each subscriber's copy is [`super::group`] and [`super::subscriber`].
+//! The I/O shell calls these and nothing else decides.
+
+use std::collections::BTreeMap;
+use std::time::{Duration, Instant};
+
+use super::subscriber::TrackKey;
+
+/// How long media may precede the `Publish` that announces its track. QUIC does not
+/// order the control stream against media streams, so a client that publishes and
+/// starts sending at once can have its first objects arrive first.
+pub const PUBLISH_GRACE: Duration = Duration::from_secs(1);
+
+/// Most groups of one track layer a publisher may have open at once; a newer group
+/// beyond it resets the oldest. Two covers a group still draining while the next one
+/// starts (and a pair of streams that arrive out of order).
+pub const MAX_OPEN_GROUPS_PER_LAYER: usize = 2;
+
+/// Stream priority of a group towards subscribers: the priority of the *published
+/// track* (never the one a group header claims), then newer groups first. Uses the low
+/// 23 bits of the group sequence, so a wrap briefly inverts one pair of groups.
+pub fn stream_priority(track_priority: u8, group: u64) -> i32 {
+    (i32::from(track_priority) << 23) | (group & 0x7f_ffff) as i32
+}
+
+/// What to do with media for a track the sender has not (yet) published.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Grace {
+    /// Hold a group (or drop a datagram) until `until`, then look again.
+    Wait {
+        /// When the grace runs out.
+        until: Instant,
+    },
+    /// The grace ran out: the sender is sending media for a track it never published.
+    Expired,
+}
+
+/// The publish grace of one connection: one timer, started by the first media for an
+/// unknown track and cleared by any media that routes. Documented in `PROTOCOL.md`.
+#[derive(Debug, Default, Clone, Copy)]
+pub struct PublishGrace {
+    since: Option<Instant>,
+}
+
+impl PublishGrace {
+    /// Media for an unknown track arrived at `now`.
+    pub fn unknown(&mut self, now: Instant) -> Grace {
+        let since = *self.since.get_or_insert(now);
+        let until = since + PUBLISH_GRACE;
+        if now >= until {
+            Grace::Expired
+        } else {
+            Grace::Wait { until }
+        }
+    }
+
+    /// Media for a published track arrived: the sender is in step again.
+    pub fn routed(&mut self) {
+        self.since = None;
+    }
+}
+
+/// Handle to an open group, chosen by the caller (the shell uses its own group cells).
+pub type GroupSlot = u64;
+
+/// What opening a group decided.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum Opened {
+    /// Forward it; the listed older groups of the same layer must be reset.
+    Forward {
+        /// Groups that fell out of the concurrent-group limit.
+        reset: Vec<GroupSlot>,
+    },
+    /// Older than every group already open at the limit: do not forward it.
+    TooOld,
+}
+
+/// One publisher's open groups per track layer, to enforce
+/// [`MAX_OPEN_GROUPS_PER_LAYER`]. Bounded: at most that many per layer, and layers are
+/// bounded by the publisher's tracks.
+#[derive(Debug, Default)]
+pub struct OpenGroups {
+    open: BTreeMap<TrackKey, Vec<(u64, GroupSlot)>>,
+}
+
+impl OpenGroups {
+    /// Registers group `group` of `key` under `slot`.
+    pub fn open(&mut self, key: TrackKey, group: u64, slot: GroupSlot) -> Opened {
+        let groups = self.open.entry(key).or_default();
+        let mut reset = Vec::new();
+        if groups.len() >= MAX_OPEN_GROUPS_PER_LAYER {
+            groups.sort_unstable();
+            if groups.first().is_some_and(|&(oldest, _)| group <= oldest) {
+                return Opened::TooOld;
+            }
+            let excess = groups.len() + 1 - MAX_OPEN_GROUPS_PER_LAYER;
+            reset.extend(groups.drain(..excess).map(|(_, s)| s));
+        }
+        groups.push((group, slot));
+        Opened::Forward { reset }
+    }
+
+    /// The group under `slot` ended (finished, reset, or its stream failed).
+    pub fn close(&mut self, key: TrackKey, slot: GroupSlot) {
+        if let Some(groups) = self.open.get_mut(&key) {
+            groups.retain(|&(_, s)| s != slot);
+            if groups.is_empty() {
+                self.open.remove(&key);
+            }
+        }
+    }
+
+    /// Groups open in total.
+    pub fn len(&self) -> usize {
+        self.open.values().map(Vec::len).sum()
+    }
+
+    /// Whether no group is open.
+    pub fn is_empty(&self) -> bool {
+        self.open.is_empty()
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    const KEY: TrackKey = TrackKey {
+        publisher: 1,
+        track: 1,
+        layer: 0,
+    };
+
+    #[test]
+    fn priority_orders_by_track_then_newer_group() {
+        assert!(stream_priority(2, 0) > stream_priority(1, 1_000_000));
+        assert!(stream_priority(1, 6) > stream_priority(1, 5));
+    }
+
+    #[test]
+    fn the_grace_runs_from_the_first_unknown_object_until_media_routes() {
+        let t0 = Instant::now();
+        let mut g = PublishGrace::default();
+        let until = t0 + PUBLISH_GRACE;
+        assert_eq!(g.unknown(t0), Grace::Wait { until });
+        assert_eq!(
+            g.unknown(t0 + Duration::from_millis(900)),
+            Grace::Wait { until }
+        );
+        assert_eq!(g.unknown(until), Grace::Expired);
+        g.routed();
+        assert_eq!(
+            g.unknown(until),
+            Grace::Wait {
+                until: until + PUBLISH_GRACE
+            }
+        );
+    }
+
+    #[test]
+    fn a_new_group_beyond_the_limit_resets_the_oldest() {
+        let mut o = OpenGroups::default();
+        assert_eq!(o.open(KEY, 5, 50), Opened::Forward { reset: vec![] });
+        assert_eq!(o.open(KEY, 6, 60), Opened::Forward { reset: vec![] });
+        assert_eq!(o.open(KEY, 7, 70), Opened::Forward { reset: vec![50] });
+        assert_eq!(o.len(), 2);
+        let other = TrackKey { layer: 1, ..KEY };
+        assert_eq!(o.open(other, 1, 11), Opened::Forward { reset: vec![] });
+        o.close(KEY, 60);
+        o.close(KEY, 70);
+        o.close(other, 11);
+        assert!(o.is_empty());
+    }
+
+    #[test]
+    fn a_group_older_than_all_open_ones_at_the_limit_is_refused() {
+        let mut o = OpenGroups::default();
+        o.open(KEY, 6, 60);
+        o.open(KEY, 8, 80);
+        assert_eq!(o.open(KEY, 5, 50), Opened::TooOld);
+        // Out of order but newer than the oldest: forwarded, the oldest goes.
+        assert_eq!(o.open(KEY, 7, 70), Opened::Forward { reset: vec![60] });
+    }
+}
