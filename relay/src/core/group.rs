@@ -109,7 +109,11 @@ enum ReaderState {
 struct Reader {
     cursor: u64,
     state: ReaderState,
+    /// Woken by a push or the end, when parked in [`GroupBuffer::read`].
     waker: Option<Waker>,
+    /// Woken only when this reader is dropped or the group reset: its writer, blocked
+    /// on a slow subscriber's stream, must give up at once.
+    watch: Option<Waker>,
 }
 
 /// How a group ended.
@@ -157,6 +161,7 @@ impl GroupBuffer {
                     cursor: 0,
                     state: ReaderState::Reading,
                     waker: None,
+                    watch: None,
                 })
                 .collect(),
             active: n,
@@ -267,9 +272,9 @@ impl GroupBuffer {
         self.base = self.next_index();
         self.entries.clear();
         self.held = 0;
-        // Waiting readers learn at once; busy ones on their next read.
+        // Waiting and blocked writers learn at once.
         for r in &mut self.readers {
-            if let Some(waker) = r.waker.take() {
+            for waker in [r.waker.take(), r.watch.take()].into_iter().flatten() {
                 waker.wake();
             }
         }
@@ -307,7 +312,10 @@ impl GroupBuffer {
         self.active -= 1;
         let reader = &mut self.readers[i];
         reader.state = state;
-        if let Some(waker) = reader.waker.take() {
+        for waker in [reader.waker.take(), reader.watch.take()]
+            .into_iter()
+            .flatten()
+        {
             waker.wake();
         }
         self.trim();
@@ -362,6 +370,21 @@ impl GroupBuffer {
             self.waiting.push(id.0);
         }
         Read::Pending
+    }
+
+    /// Whether reader `id` may go on writing; if so, `waker` is woken when that ends
+    /// (the reader dropped or the group reset). For a writer blocked on its stream.
+    pub fn watch(&mut self, id: ReaderId, waker: &Waker) -> bool {
+        let reset = matches!(self.end, Some(GroupEnd::Reset(_)));
+        match self.readers.get_mut(id.0 as usize) {
+            Some(r) if r.state == ReaderState::Reading && !reset => {
+                if !r.watch.as_ref().is_some_and(|w| w.will_wake(waker)) {
+                    r.watch = Some(waker.clone());
+                }
+                true
+            }
+            _ => false,
+        }
     }
 
     /// How far behind reader `id` is, or `None` if it is no longer reading.

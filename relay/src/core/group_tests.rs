@@ -226,3 +226,20 @@ fn unknown_reader_ids_are_harmless() {
     assert_eq!(g.drop_reader(ReaderId(9)), None);
     assert!(g.lag(ReaderId(9)).is_none());
 }
+
+#[test]
+fn a_blocked_writer_is_told_when_its_reader_is_dropped() {
+    let now = Instant::now();
+    let mut g = GroupBuffer::new(chunk(10), 2, now);
+    let (c, w) = counting();
+    assert!(g.watch(ReaderId(0), &w));
+    g.push(chunk(10), now, BIG);
+    assert_eq!(c.0.load(Ordering::SeqCst), 0, "a push is not a drop");
+    g.drop_reader(ReaderId(0));
+    assert_eq!(c.0.load(Ordering::SeqCst), 1);
+    assert!(!g.watch(ReaderId(0), &w));
+    assert!(g.watch(ReaderId(1), &w));
+    g.reset(ResetCause::Publisher);
+    assert_eq!(c.0.load(Ordering::SeqCst), 2);
+    assert!(!g.watch(ReaderId(1), &w));
+}

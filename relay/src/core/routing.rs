@@ -115,6 +115,14 @@ impl OpenGroups {
         }
     }
 
+    /// Whether `group` is the newest open group of `key` (a subscriber who loses it is
+    /// left with nothing current and needs a keyframe).
+    pub fn is_newest(&self, key: TrackKey, group: u64) -> bool {
+        self.open
+            .get(&key)
+            .is_none_or(|groups| groups.iter().all(|&(g, _)| g <= group))
+    }
+
     /// Groups open in total.
     pub fn len(&self) -> usize {
         self.open.values().map(Vec::len).sum()
