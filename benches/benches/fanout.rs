@@ -1,7 +1,8 @@
 //! Fan-out benchmarks.
 //!
-//! - `queue_fanout`: one 1,200-byte chunk into N subscriber queues and out again, with
-//!   `Bytes` handles (what the relay does) vs a copy per subscriber (what it avoids).
+//! - `queue_fanout`: one 1,200-byte chunk pushed once into a group's shared buffer
+//!   and read by N subscribers as `Bytes` handles (what the relay does) vs a copy per
+//!   subscriber into a queue of its own (what it avoids).
 //! - `loopback_group`: one video group (10 objects of 1 KiB) delivered over real QUIC on
 //!   loopback, through the relay (publisher → relay → subscriber) vs raw quinn
 //!   (client → server) on the same machine in the same run, so the ratio is the
@@ -15,7 +16,7 @@ use bytes::Bytes;
 use criterion::{criterion_group, criterion_main, BenchmarkId, Criterion, Throughput};
 use orelay_client::{Client, Media, Session};
 use orelay_proto::{ServerMessage, TrackInfo, TrackKind};
-use orelay_relay::core::{Pop, QueueLimits, SubscriberQueue, TrackKey};
+use orelay_relay::core::{GroupBuffer, Read, ReaderId};
 use orelay_relay::{Config, RunningRelay};
 use tokio::sync::mpsc;
 
@@ -25,39 +26,37 @@ const OBJECT_BYTES: usize = 1024;
 fn queue_fanout(c: &mut Criterion) {
     let mut g = c.benchmark_group("queue_fanout");
     let chunk = Bytes::from(vec![7u8; 1200]);
-    let key = TrackKey {
-        publisher: 1,
-        track: 2,
-        layer: 0,
-    };
+    let waker = std::task::Waker::noop();
     for n in [10usize, 100, 1000] {
         g.throughput(Throughput::Elements(n as u64));
-        for (name, copy) in [("bytes_handle", false), ("copy_each", true)] {
-            g.bench_with_input(BenchmarkId::new(name, n), &n, |b, &n| {
-                let now = Instant::now();
-                let mut queues: Vec<_> = (0..n)
-                    .map(|_| {
-                        let mut q = SubscriberQueue::new(QueueLimits::default());
-                        let (slot, _) = q.open(key, 0, Bytes::from_static(b"hdr"), now);
-                        let _ = q.pop(slot);
-                        (q, slot)
-                    })
-                    .collect();
-                b.iter(|| {
-                    for (q, slot) in &mut queues {
-                        let c = if copy {
-                            Bytes::copy_from_slice(&chunk)
-                        } else {
-                            chunk.clone()
-                        };
-                        q.push(*slot, c, now);
-                        if let Pop::Chunk(out) = q.pop(*slot) {
-                            criterion::black_box(out);
-                        }
+        // What the relay does: one push into the group's shared buffer, then each
+        // subscriber's reader takes the same `Bytes` handle.
+        g.bench_with_input(BenchmarkId::new("shared_group", n), &n, |b, &n| {
+            let now = Instant::now();
+            let mut group = GroupBuffer::new(Bytes::from_static(b"hdr"), n, now);
+            for r in 0..n {
+                let _ = group.read(ReaderId(r as u32), waker);
+            }
+            b.iter(|| {
+                group.push(chunk.clone(), now, usize::MAX);
+                for r in 0..n {
+                    if let Read::Chunk(out) = group.read(ReaderId(r as u32), waker) {
+                        criterion::black_box(out);
                     }
-                });
+                }
             });
-        }
+        });
+        // What it avoids: a copy per subscriber into a queue of its own.
+        g.bench_with_input(BenchmarkId::new("copy_each", n), &n, |b, &n| {
+            let mut queues: Vec<std::collections::VecDeque<Bytes>> =
+                (0..n).map(|_| Default::default()).collect();
+            b.iter(|| {
+                for q in &mut queues {
+                    q.push_back(Bytes::copy_from_slice(&chunk));
+                    criterion::black_box(q.pop_front());
+                }
+            });
+        });
     }
     g.finish();
 }
@@ -161,7 +160,7 @@ impl RawQuinn {
         let pin = orelay_client::parse_fingerprint(&identity.fingerprint()).unwrap();
         let server_config = orelay_relay::tls::server_config(
             identity,
-            orelay_relay::server::transport_config(&config),
+            orelay_relay::endpoint::transport_config(&config),
         )
         .unwrap();
         let server =

@@ -11,7 +11,7 @@ use anyhow::{bail, Context};
 use clap::Parser;
 use serde::Deserialize;
 
-use crate::core::{MeetingLimits, QueueLimits};
+use crate::core::{MeetingLimits, QueueLimits, RateLimit};
 
 /// The relay's settings. The TOML file uses the same field names.
 #[derive(Debug, Clone, PartialEq, Eq, Deserialize)]
@@ -45,6 +45,23 @@ pub struct Config {
     pub shutdown_grace_ms: u64,
     /// Milliseconds without traffic before a connection is considered dead.
     pub idle_timeout_ms: u64,
+    /// Most bytes one publisher's groups may hold for subscribers that lag; past it the
+    /// furthest-behind subscribers of the group being pushed lose that group.
+    pub publisher_bytes: usize,
+    /// Milliseconds a group stream may go without bytes before it is reset.
+    pub group_idle_timeout_ms: u64,
+    /// Control messages per second one participant may send (sustained).
+    pub control_rate: u32,
+    /// Control messages one participant may send back to back.
+    pub control_burst: u32,
+    /// Most not-yet-joined connections from one source address; past it that source's
+    /// oldest is closed (never the newcomer: many users share one NAT).
+    pub max_unjoined_per_source: usize,
+    /// Milliseconds to complete handshake and join while over half of `max_unjoined`
+    /// connections are waiting (instead of `join_timeout_ms`).
+    pub pressure_join_timeout_ms: u64,
+    /// Most joins admitted per second; joins beyond it are answered `Overloaded`.
+    pub max_join_rate: u32,
 }
 
 impl Default for Config {
@@ -64,6 +81,13 @@ impl Default for Config {
             udp_buffer_bytes: 8 * 1024 * 1024,
             shutdown_grace_ms: 3_000,
             idle_timeout_ms: 30_000,
+            publisher_bytes: 4 * 1024 * 1024,
+            group_idle_timeout_ms: 10_000,
+            control_rate: 50,
+            control_burst: 100,
+            max_unjoined_per_source: 256,
+            pressure_join_timeout_ms: 2_000,
+            max_join_rate: 5_000,
         }
     }
 }
@@ -120,6 +144,27 @@ pub struct Cli {
     /// Milliseconds of silence before a connection is dropped [default: 30000].
     #[arg(long, env = "ORELAY_IDLE_TIMEOUT_MS")]
     pub idle_timeout_ms: Option<u64>,
+    /// Bytes one publisher's groups may hold for lagging subscribers [default: 4194304].
+    #[arg(long, env = "ORELAY_PUBLISHER_BYTES")]
+    pub publisher_bytes: Option<usize>,
+    /// Milliseconds a group stream may stay silent before it is reset [default: 10000].
+    #[arg(long, env = "ORELAY_GROUP_IDLE_TIMEOUT_MS")]
+    pub group_idle_timeout_ms: Option<u64>,
+    /// Control messages per second per participant, sustained [default: 50].
+    #[arg(long, env = "ORELAY_CONTROL_RATE")]
+    pub control_rate: Option<u32>,
+    /// Control messages per participant back to back [default: 100].
+    #[arg(long, env = "ORELAY_CONTROL_BURST")]
+    pub control_burst: Option<u32>,
+    /// Not-yet-joined connections per source address before its oldest is closed [default: 256].
+    #[arg(long, env = "ORELAY_MAX_UNJOINED_PER_SOURCE")]
+    pub max_unjoined_per_source: Option<usize>,
+    /// Milliseconds for handshake and join while unjoined connections pass half their cap [default: 2000].
+    #[arg(long, env = "ORELAY_PRESSURE_JOIN_TIMEOUT_MS")]
+    pub pressure_join_timeout_ms: Option<u64>,
+    /// Joins admitted per second; more are answered Overloaded with a retry time [default: 5000].
+    #[arg(long, env = "ORELAY_MAX_JOIN_RATE")]
+    pub max_join_rate: Option<u32>,
 }
 
 impl Config {
@@ -160,7 +205,14 @@ impl Config {
             control_backlog,
             udp_buffer_bytes,
             shutdown_grace_ms,
-            idle_timeout_ms
+            idle_timeout_ms,
+            publisher_bytes,
+            group_idle_timeout_ms,
+            control_rate,
+            control_burst,
+            max_unjoined_per_source,
+            pressure_join_timeout_ms,
+            max_join_rate
         );
         c.validate()?;
         Ok(c)
@@ -183,6 +235,22 @@ impl Config {
         at_least("max_group_delay_ms", self.max_group_delay_ms, 10)?;
         at_least("control_backlog", self.control_backlog as u64, 16)?;
         at_least("idle_timeout_ms", self.idle_timeout_ms, 1_000)?;
+        // A publisher must be able to hold one full read chunk for a subscriber.
+        at_least("publisher_bytes", self.publisher_bytes as u64, 128 * 1024)?;
+        at_least("group_idle_timeout_ms", self.group_idle_timeout_ms, 100)?;
+        at_least("control_rate", u64::from(self.control_rate), 1)?;
+        at_least("control_burst", u64::from(self.control_burst), 1)?;
+        at_least(
+            "max_unjoined_per_source",
+            self.max_unjoined_per_source as u64,
+            1,
+        )?;
+        at_least(
+            "pressure_join_timeout_ms",
+            self.pressure_join_timeout_ms,
+            100,
+        )?;
+        at_least("max_join_rate", u64::from(self.max_join_rate), 1)?;
         if self.max_unjoined > self.max_connections {
             bail!(
                 "max_unjoined = {} exceeds max_connections = {}",
@@ -202,6 +270,14 @@ impl Config {
             max_bytes: self.queue_bytes,
             max_group_delay: Duration::from_millis(self.max_group_delay_ms),
             ..QueueLimits::default()
+        }
+    }
+
+    /// The per-participant control-message rate limit.
+    pub fn control_limit(&self) -> RateLimit {
+        RateLimit {
+            per_second: self.control_rate,
+            burst: self.control_burst,
         }
     }
 

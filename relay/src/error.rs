@@ -56,6 +56,12 @@ pub enum RelayLimit {
     /// Too many subscriptions.
     #[error("too many subscriptions")]
     TooManySubscriptions,
+    /// Over the relay's join rate; the client was told `Overloaded` with a retry time.
+    #[error("overloaded")]
+    Overloaded,
+    /// A connection that had not joined, closed to make room for a newer one.
+    #[error("evicted while not joined")]
+    Evicted,
 }
 
 /// Why a session was closed by the relay.
@@ -97,6 +103,9 @@ impl SessionError {
             }
             SessionError::PeerNotAllowed(PeerNotAllowed::JoinTimeout) => ErrorCode::JOIN_TIMEOUT,
             SessionError::RelayLimit(RelayLimit::ControlBacklog) => ErrorCode::CONTROL_BACKLOG,
+            SessionError::RelayLimit(RelayLimit::Overloaded | RelayLimit::Evicted) => {
+                ErrorCode::CONNECTION_LIMIT
+            }
             SessionError::RelayLimit(_) => ErrorCode::LIMIT_EXCEEDED,
         }
     }

@@ -6,6 +6,16 @@ use std::collections::BTreeMap;
 use std::sync::atomic::{AtomicI64, AtomicU64, Ordering::Relaxed};
 use std::sync::Mutex;
 
+use crate::core::DropCause;
+
+/// Every drop cause, in the order `drops_by_cause` counts them.
+const DROP_CAUSES: [DropCause; 4] = [
+    DropCause::GroupBudget,
+    DropCause::Superseded,
+    DropCause::SubscriberBudget,
+    DropCause::GroupCount,
+];
+
 /// Live counters of one relay.
 #[derive(Debug, Default)]
 pub struct RelayStats {
@@ -27,6 +37,15 @@ pub struct RelayStats {
     pub(crate) bytes_dropped: AtomicU64,
     pub(crate) keyframe_requests: AtomicU64,
     pub(crate) queued_bytes: AtomicI64,
+    pub(crate) reads_open: AtomicI64,
+    pub(crate) groups_idle: AtomicU64,
+    pub(crate) groups_limited: AtomicU64,
+    /// Groups dropped for one subscriber, by [`DropCause`] (in `DROP_CAUSES` order).
+    drops_by_cause: [AtomicU64; 4],
+    pub(crate) control_throttled: AtomicU64,
+    pub(crate) unjoined_evicted: AtomicU64,
+    pub(crate) retries_sent: AtomicU64,
+    pub(crate) joins_overloaded: AtomicU64,
     closes: Mutex<BTreeMap<&'static str, u64>>,
 }
 
@@ -67,8 +86,25 @@ pub struct StatsSnapshot {
     pub bytes_dropped: u64,
     /// Keyframe requests sent to publishers.
     pub keyframe_requests: u64,
-    /// Bytes waiting in subscriber queues now.
+    /// Bytes held in group buffers now (what some subscriber has not read yet).
     pub queued_bytes: i64,
+    /// Subscriber group streams open now (one per subscriber per group in flight).
+    pub reads_open: i64,
+    /// Groups reset because no bytes arrived within the group idle timeout.
+    pub groups_idle: u64,
+    /// Groups reset because a newer group of the same track layer passed the
+    /// concurrent-group limit.
+    pub groups_limited: u64,
+    /// Groups dropped for one subscriber, by cause label (`DropCause::label`).
+    pub drops_by_cause: BTreeMap<&'static str, u64>,
+    /// Control messages that had to wait for the sender's rate limit.
+    pub control_throttled: u64,
+    /// Connections that had not joined, closed to make room for newer ones.
+    pub unjoined_evicted: u64,
+    /// QUIC Retry packets sent (address validation under pressure).
+    pub retries_sent: u64,
+    /// Joins answered `Overloaded` (over the relay's join rate).
+    pub joins_overloaded: u64,
     /// Connections the relay closed, by close code name.
     pub closes: BTreeMap<&'static str, u64>,
 }
@@ -79,6 +115,13 @@ impl RelayStats {
         if let Ok(mut closes) = self.closes.lock() {
             *closes.entry(code_name).or_default() += 1;
         }
+    }
+
+    /// Counts `n` groups dropped for a subscriber because of `cause`.
+    pub(crate) fn count_drops(&self, cause: DropCause, n: u64) {
+        self.groups_dropped.fetch_add(n, Relaxed);
+        let i = DROP_CAUSES.iter().position(|c| *c == cause).unwrap_or(0);
+        self.drops_by_cause[i].fetch_add(n, Relaxed);
     }
 
     /// A copy of every counter.
@@ -102,6 +145,18 @@ impl RelayStats {
             bytes_dropped: self.bytes_dropped.load(Relaxed),
             keyframe_requests: self.keyframe_requests.load(Relaxed),
             queued_bytes: self.queued_bytes.load(Relaxed),
+            reads_open: self.reads_open.load(Relaxed),
+            groups_idle: self.groups_idle.load(Relaxed),
+            groups_limited: self.groups_limited.load(Relaxed),
+            drops_by_cause: DROP_CAUSES
+                .iter()
+                .zip(&self.drops_by_cause)
+                .map(|(c, n)| (c.label(), n.load(Relaxed)))
+                .collect(),
+            control_throttled: self.control_throttled.load(Relaxed),
+            unjoined_evicted: self.unjoined_evicted.load(Relaxed),
+            retries_sent: self.retries_sent.load(Relaxed),
+            joins_overloaded: self.joins_overloaded.load(Relaxed),
             closes: self.closes.lock().map(|c| c.clone()).unwrap_or_default(),
         }
     }

@@ -101,27 +101,25 @@ async fn connections_over_the_cap_are_refused_and_shutdown_closes_with_a_code() 
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-async fn connections_that_have_not_joined_are_capped_separately() {
+async fn past_the_unjoined_cap_the_oldest_waiting_connection_makes_room() {
     let mut cfg = config();
     cfg.max_connections = 10;
     cfg.max_unjoined = 1;
     let (relay, client) = start(cfg);
-    // One connection sits there without joining: the next one is refused...
+    // One connection sits there without joining; a newcomer is never refused for it...
     let idle = client.connect(relay.addr).await.unwrap();
-    let refused = client.connect(relay.addr).await;
-    assert!(
-        matches!(refused, Err(ClientError::Connection(quinn::ConnectionError::ConnectionClosed(ref c))) if c.error_code == quinn::TransportErrorCode::CONNECTION_REFUSED),
-        "{refused:?}"
-    );
-    // ...until it joins, which frees its place for the next newcomer.
-    let _joined = orelay_client::Session::join(idle, &meeting_id(5), "pw", b"i")
-        .await
-        .unwrap();
-    let _next = client
+    let _joined = client
         .join(relay.addr, &meeting_id(5), "pw", b"n")
         .await
         .unwrap();
-    assert_eq!(relay.stats.snapshot().connections_refused, 1);
+    // ...the idle one is closed instead, with the relay-limit code.
+    assert_eq!(
+        close_code(&idle).await,
+        Some(ErrorCode::CONNECTION_LIMIT.0.into())
+    );
+    let stats = relay.stats.snapshot();
+    assert_eq!(stats.connections_refused, 0);
+    assert_eq!(stats.unjoined_evicted, 1);
     relay.shutdown().await;
 }
 

@@ -349,7 +349,9 @@ impl GroupBuffer {
             return Read::Reset;
         }
         let cursor = reader.cursor;
-        if cursor < self.next_index() {
+        let next = self.base + self.entries.len() as u64;
+        if cursor < next {
+            let reader = &mut self.readers[i];
             let entry = &mut self.entries[(cursor - self.base) as usize];
             let chunk = entry.bytes.clone();
             entry.pending -= 1;

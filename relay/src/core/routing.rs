@@ -17,9 +17,9 @@ use super::subscriber::TrackKey;
 pub const PUBLISH_GRACE: Duration = Duration::from_secs(1);
 
 /// Most groups of one track layer a publisher may have open at once; a newer group
-/// beyond it resets the oldest. Two covers a group still draining while the next one
-/// starts (and a pair of streams that arrive out of order).
-pub const MAX_OPEN_GROUPS_PER_LAYER: usize = 2;
+/// beyond it resets the oldest. Four covers a group still draining while the next ones
+/// start (and streams that arrive out of order).
+pub const MAX_OPEN_GROUPS_PER_LAYER: usize = 4;
 
 /// Stream priority of a group towards subscribers: the priority of the *published
 /// track* (never the one a group header claims), then newer groups first. Uses the low
@@ -173,14 +173,21 @@ mod tests {
     #[test]
     fn a_new_group_beyond_the_limit_resets_the_oldest() {
         let mut o = OpenGroups::default();
-        assert_eq!(o.open(KEY, 5, 50), Opened::Forward { reset: vec![] });
-        assert_eq!(o.open(KEY, 6, 60), Opened::Forward { reset: vec![] });
-        assert_eq!(o.open(KEY, 7, 70), Opened::Forward { reset: vec![50] });
-        assert_eq!(o.len(), 2);
+        let max = MAX_OPEN_GROUPS_PER_LAYER as u64;
+        for g in 0..max {
+            assert_eq!(o.open(KEY, g, g * 10), Opened::Forward { reset: vec![] });
+        }
+        assert_eq!(
+            o.open(KEY, max, max * 10),
+            Opened::Forward { reset: vec![0] }
+        );
+        assert_eq!(o.len(), MAX_OPEN_GROUPS_PER_LAYER);
+        assert!(o.is_newest(KEY, max) && !o.is_newest(KEY, max - 1));
         let other = TrackKey { layer: 1, ..KEY };
         assert_eq!(o.open(other, 1, 11), Opened::Forward { reset: vec![] });
-        o.close(KEY, 60);
-        o.close(KEY, 70);
+        for g in 1..=max {
+            o.close(KEY, g * 10);
+        }
         o.close(other, 11);
         assert!(o.is_empty());
     }
@@ -188,10 +195,12 @@ mod tests {
     #[test]
     fn a_group_older_than_all_open_ones_at_the_limit_is_refused() {
         let mut o = OpenGroups::default();
-        o.open(KEY, 6, 60);
-        o.open(KEY, 8, 80);
+        let max = MAX_OPEN_GROUPS_PER_LAYER as u64;
+        for g in 0..max {
+            o.open(KEY, 10 + 2 * g, g);
+        }
         assert_eq!(o.open(KEY, 5, 50), Opened::TooOld);
         // Out of order but newer than the oldest: forwarded, the oldest goes.
-        assert_eq!(o.open(KEY, 7, 70), Opened::Forward { reset: vec![60] });
+        assert_eq!(o.open(KEY, 11, 51), Opened::Forward { reset: vec![0] });
     }
 }

@@ -23,6 +23,11 @@ use orelay_proto::{ParticipantId, TrackId};
 
 use super::group::{DropCause, Lag};
 
+/// How often each subscriber's policy runs besides when a group opens for it: the
+/// granularity of the late-group rule and of the subscriber byte budget (a group
+/// buffer's own budget is checked on every push).
+pub const POLICY_INTERVAL: Duration = Duration::from_millis(50);
+
 /// A track layer as seen by a subscriber.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, PartialOrd, Ord)]
 pub struct TrackKey {
@@ -197,7 +202,7 @@ mod tests {
     fn over_budget_superseded_groups_go_first_then_the_oldest_with_a_keyframe_request() {
         let now = Instant::now();
         let limits = QueueLimits {
-            max_bytes: 1500,
+            max_bytes: 1000,
             ..QueueLimits::default()
         };
         let open = [

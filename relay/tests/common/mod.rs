@@ -114,3 +114,22 @@ pub async fn eventually(limit: Duration, mut cond: impl FnMut() -> bool) -> bool
     }
     cond()
 }
+
+/// Subscribes and waits until the relay has applied it: the control stream is ordered,
+/// so the answer to a second subscription (to a track nobody publishes) proves the
+/// first one is in place before any media is sent.
+pub async fn subscribe_confirmed(session: &mut Session, publisher: ParticipantId, track: u64) {
+    const NOBODY: u64 = 0xdead;
+    session.subscribe(publisher, track, 0).await.unwrap();
+    session.subscribe(publisher, NOBODY, 0).await.unwrap();
+    loop {
+        let event = tokio::time::timeout(Duration::from_secs(10), session.next_event())
+            .await
+            .expect("timed out waiting for SubscriptionEnded")
+            .expect("control stream ended")
+            .expect("control stream failed");
+        if matches!(event, ServerMessage::SubscriptionEnded { track: t, .. } if t == NOBODY) {
+            return;
+        }
+    }
+}

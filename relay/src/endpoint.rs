@@ -1,9 +1,11 @@
-//! The QUIC endpoint: binds the socket, accepts connections under the connection
-//! caps, and shuts down cleanly. Each accepted connection runs in [`crate::session`].
+//! The QUIC endpoint: binds the socket, admits connections under the connection cap
+//! and the waiting-connection book ([`Waiting`]), validates addresses with QUIC Retry
+//! under pressure, and drains on shutdown (`GoAway`, then close). Each admitted
+//! connection runs in [`crate::connection`].
 
-use std::collections::HashMap;
 use std::future::Future;
 use std::net::{SocketAddr, UdpSocket};
+use std::sync::atomic::Ordering::Relaxed;
 use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
@@ -14,25 +16,37 @@ use tokio::sync::{oneshot, Semaphore};
 use tracing::{info, warn};
 
 use crate::config::Config;
-use crate::core::MeetingId;
-use crate::session::MeetingCell;
+use crate::connection::Admission;
+use crate::core::Waiting;
+use crate::registry::Shared;
 use crate::stats::RelayStats;
 use crate::tls::{self, Identity};
 
-/// State shared by every connection task of one relay.
-pub(crate) struct Shared {
-    pub(crate) config: Config,
-    pub(crate) meetings: Mutex<HashMap<MeetingId, Arc<MeetingCell>>>,
-    pub(crate) stats: Arc<RelayStats>,
-    pub(crate) connections: Arc<Semaphore>,
-    pub(crate) unjoined: Arc<Semaphore>,
-}
+/// The connections that have not joined yet, each with the sender that evicts it.
+type WaitingBook = Arc<Mutex<Waiting<oneshot::Sender<()>>>>;
 
 /// A bound relay, ready to [`Relay::run`].
 pub struct Relay {
     endpoint: quinn::Endpoint,
     shared: Arc<Shared>,
     fingerprint: String,
+    connections: Arc<Semaphore>,
+    waiting: WaitingBook,
+}
+
+/// Takes a connection out of the waiting book once it joined or ended.
+struct WaitingTicket {
+    book: WaitingBook,
+    id: u64,
+}
+
+impl Drop for WaitingTicket {
+    fn drop(&mut self) {
+        self.book
+            .lock()
+            .unwrap_or_else(|p| p.into_inner())
+            .remove(self.id);
+    }
 }
 
 /// Transport settings that bound what one connection can make the relay buffer.
@@ -119,17 +133,18 @@ impl Relay {
             runtime,
         )
         .context("starting the QUIC endpoint")?;
-        let shared = Arc::new(Shared {
-            connections: Arc::new(Semaphore::new(config.max_connections)),
-            unjoined: Arc::new(Semaphore::new(config.max_unjoined)),
-            config,
-            meetings: Mutex::new(HashMap::new()),
-            stats: Arc::new(RelayStats::default()),
-        });
+        let connections = Arc::new(Semaphore::new(config.max_connections));
+        let waiting = Arc::new(Mutex::new(Waiting::new(
+            config.max_unjoined,
+            config.max_unjoined_per_source,
+        )));
+        let shared = Arc::new(Shared::new(config, Arc::new(RelayStats::default())));
         Ok(Relay {
             endpoint,
             shared,
             fingerprint,
+            connections,
+            waiting,
         })
     }
 
@@ -148,8 +163,9 @@ impl Relay {
         self.shared.stats.clone()
     }
 
-    /// Serves until `shutdown` completes, then closes every connection with
-    /// `SHUTDOWN` and waits up to the configured grace period for them to go.
+    /// Serves until `shutdown` completes, then drains: stops admitting, tells every
+    /// participant `GoAway`, waits up to the configured grace for them to leave, and
+    /// closes whatever is left with `SHUTDOWN`.
     pub async fn run(self, shutdown: impl Future<Output = ()>) {
         tokio::pin!(shutdown);
         loop {
@@ -158,40 +174,65 @@ impl Relay {
                 () = &mut shutdown => break,
             };
             let Some(incoming) = incoming else { break };
-            let shared = &self.shared;
-            let permits = shared
-                .connections
-                .clone()
-                .try_acquire_owned()
-                .and_then(|c| shared.unjoined.clone().try_acquire_owned().map(|u| (c, u)));
-            match permits {
-                Ok((connection, unjoined)) => {
-                    tokio::spawn(crate::session::run(
-                        shared.clone(),
-                        incoming,
-                        connection,
-                        unjoined,
-                    ));
-                }
-                Err(_) => {
-                    shared
-                        .stats
-                        .connections_refused
-                        .fetch_add(1, std::sync::atomic::Ordering::Relaxed);
-                    incoming.refuse();
-                }
-            }
+            self.admit(incoming);
         }
-        info!("shutting down: closing connections");
-        self.endpoint
-            .close(ErrorCode::SHUTDOWN.0.into(), b"relay shutting down");
+        info!("draining: refusing new connections, sending GoAway");
+        self.endpoint.set_server_config(None);
+        self.shared.each_meeting(|cell| cell.lock().go_away());
         let grace = Duration::from_millis(self.shared.config.shutdown_grace_ms);
         if tokio::time::timeout(grace, self.endpoint.wait_idle())
             .await
             .is_err()
         {
-            warn!("connections still open after the shutdown grace period");
+            warn!("connections still open after the shutdown grace period; closing them");
         }
+        self.endpoint
+            .close(ErrorCode::SHUTDOWN.0.into(), b"relay shutting down");
+        let _ = tokio::time::timeout(Duration::from_secs(1), self.endpoint.wait_idle()).await;
+    }
+
+    /// Admits one incoming connection attempt, or refuses it at the connection cap.
+    /// Past half the waiting cap, addresses are validated first (QUIC Retry: a spoofed
+    /// source never gets a connection) and the join deadline shortens.
+    fn admit(&self, incoming: quinn::Incoming) {
+        let shared = &self.shared;
+        let Ok(permit) = self.connections.clone().try_acquire_owned() else {
+            shared.stats.connections_refused.fetch_add(1, Relaxed);
+            incoming.refuse();
+            return;
+        };
+        let source = incoming.remote_address().ip();
+        let mut book = self.waiting.lock().unwrap_or_else(|p| p.into_inner());
+        let pressure = book.under_pressure();
+        if pressure && !incoming.remote_address_validated() {
+            drop(book);
+            shared.stats.retries_sent.fetch_add(1, Relaxed);
+            if incoming.retry().is_err() {
+                shared.stats.connections_refused.fetch_add(1, Relaxed);
+            }
+            return;
+        }
+        let (tx, rx) = oneshot::channel();
+        let (id, evicted) = book.insert(source, tx);
+        drop(book);
+        // Dropping an evicted connection's sender resolves its task's `evicted`.
+        drop(evicted);
+        let config = &shared.config;
+        let deadline = Duration::from_millis(if pressure {
+            config.pressure_join_timeout_ms.min(config.join_timeout_ms)
+        } else {
+            config.join_timeout_ms
+        });
+        let admission = Admission {
+            permit,
+            evicted: rx,
+            waiting: Box::new(WaitingTicket {
+                book: self.waiting.clone(),
+                id,
+            }),
+            deadline,
+        };
+        tokio::spawn(crate::connection::run(shared.clone(), incoming, admission));
     }
 
     /// Runs the relay on the current runtime in a background task; for tests and

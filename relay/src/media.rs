@@ -1,0 +1,523 @@
+//! Media forwarding: the hot path. Never copies, parses or re-frames a payload.
+//!
+//! The walk of one video object, publisher to subscriber:
+//! 1. [`ingest_group`] reads the publisher's group stream as `Bytes` chunks straight
+//!    from quinn and splits the group header off the first one without copying.
+//! 2. [`Meeting::route`](crate::core::Meeting::route) names the subscribers (waiting
+//!    out the [`PublishGrace`] if the `Publish` is still on its way);
+//!    [`OpenGroups`] enforces the concurrent-group limit per track layer.
+//! 3. One shared [`GroupBuffer`](crate::core::GroupBuffer) per group receives every
+//!    chunk once (O(1) per chunk, one wake per subscriber waiting at its end), within
+//!    the publisher's byte budget.
+//! 4. One [`write_group`] task per subscriber reads at its own cursor and hands the
+//!    same `Bytes` to `SendStream::write_chunk`; the subscriber's drop policy
+//!    ([`plan_drops`]) runs when a group opens for it and every `POLICY_INTERVAL`.
+//!
+//! Audio datagrams are checked by header and the same `Bytes` is handed to each
+//! subscriber's `send_datagram`, with routes cached per track until its
+//! [`RouteVersion`] moves.
+
+use std::collections::HashMap;
+use std::sync::atomic::{AtomicBool, Ordering::Relaxed};
+use std::sync::{Arc, Mutex};
+use std::time::{Duration, Instant};
+
+use bytes::Bytes;
+use orelay_proto::{DatagramHeader, ErrorCode, GroupHeader, ParticipantId, TrackId};
+use tokio::sync::Notify;
+
+use crate::core::group_header::{GroupHeaderReader, SplitHeader};
+use crate::core::routing::GroupSlot;
+use crate::core::{
+    plan_drops, stream_priority, Backlog, DropCause, Grace, GroupBuffer, OpenGroups, Opened,
+    PublishGrace, Read, ReaderId, ResetCause, Route, RouteVersion, TrackKey, Transport,
+};
+use crate::error::{PeerMisbehaved, SessionError};
+use crate::fanout::{GroupCell, PublisherHeld};
+use crate::registry::{close, MeetingCell, OpenRead, Peer, Shared};
+
+/// Largest chunk read from a publisher stream at once.
+const READ_CHUNK: usize = 64 * 1024;
+
+/// A joined participant's media side: what its ingest tasks share.
+pub(crate) struct Participant {
+    pub(crate) shared: Arc<Shared>,
+    pub(crate) cell: Arc<MeetingCell>,
+    pub(crate) id: ParticipantId,
+    pub(crate) conn: quinn::Connection,
+    /// Woken after each `Publish`, for media that arrived before it.
+    pub(crate) published: Notify,
+    left: AtomicBool,
+    held: Arc<PublisherHeld>,
+    groups: Mutex<InFlight>,
+    grace: Mutex<PublishGrace>,
+}
+
+/// This publisher's groups in flight.
+#[derive(Default)]
+struct InFlight {
+    open: OpenGroups,
+    cells: HashMap<GroupSlot, Arc<GroupCell>>,
+    next: GroupSlot,
+}
+
+impl Participant {
+    pub(crate) fn new(
+        shared: Arc<Shared>,
+        cell: Arc<MeetingCell>,
+        id: ParticipantId,
+        conn: quinn::Connection,
+    ) -> Self {
+        Self {
+            shared,
+            cell,
+            id,
+            conn,
+            published: Notify::new(),
+            left: AtomicBool::new(false),
+            held: Arc::default(),
+            groups: Mutex::default(),
+            grace: Mutex::default(),
+        }
+    }
+
+    /// Whether the participant has left its meeting (its late media is ignored).
+    pub(crate) fn has_left(&self) -> bool {
+        self.left.load(Relaxed)
+    }
+
+    /// Marks the participant gone and resets every group it was still sending.
+    pub(crate) fn mark_left(&self) {
+        self.left.store(true, Relaxed);
+        let cells: Vec<Arc<GroupCell>> = self.in_flight().cells.values().cloned().collect();
+        for cell in cells {
+            cell.reset(ResetCause::Publisher);
+        }
+    }
+
+    fn in_flight(&self) -> std::sync::MutexGuard<'_, InFlight> {
+        self.groups.lock().unwrap_or_else(|p| p.into_inner())
+    }
+
+    fn grace(&self, now: Instant) -> Grace {
+        self.grace
+            .lock()
+            .unwrap_or_else(|p| p.into_inner())
+            .unknown(now)
+    }
+
+    fn routed(&self) {
+        self.grace
+            .lock()
+            .unwrap_or_else(|p| p.into_inner())
+            .routed();
+    }
+
+    /// Most bytes one more push may leave this publisher's `cell` holding.
+    fn budget(&self, cell: &GroupCell) -> usize {
+        let others = self.held.get().saturating_sub(cell.held());
+        self.shared.config.publisher_bytes.saturating_sub(others)
+    }
+}
+
+/// Reads a group stream's header, returning it, its original bytes, and whatever
+/// followed it in the same chunk (see [`GroupHeaderReader`]). A stream that ends or
+/// fails inside its header is dropped quietly: nothing of it was forwarded.
+async fn read_header(stream: &mut quinn::RecvStream) -> Result<Option<SplitHeader>, SessionError> {
+    let mut reader = GroupHeaderReader::new();
+    loop {
+        let Ok(Some(chunk)) = stream.read_chunk(READ_CHUNK, true).await else {
+            return Ok(None);
+        };
+        if let Some(split) = reader.push(chunk.bytes)? {
+            return Ok(Some(split));
+        }
+    }
+}
+
+/// Receives one group stream from a publisher and fans it out.
+pub(crate) async fn ingest_group(me: Arc<Participant>, mut stream: quinn::RecvStream) {
+    let idle = Duration::from_millis(me.shared.config.group_idle_timeout_ms);
+    let split = match tokio::time::timeout(idle, read_header(&mut stream)).await {
+        Ok(Ok(Some(split))) => split,
+        Ok(Ok(None)) => return,
+        Ok(Err(e)) => return close(&me.conn, &me.shared, &e),
+        Err(_) => {
+            let _ = stream.stop(ErrorCode::GROUP_DROPPED.0.into());
+            return;
+        }
+    };
+    let header = split.header;
+    let first_bytes = split.bytes.len() + split.rest.len();
+    let (targets, priority) = match group_targets(&me, &header).await {
+        Ok(routed) => routed,
+        Err(None) => return,
+        Err(Some(e)) => return close(&me.conn, &me.shared, &e),
+    };
+    let key = TrackKey {
+        publisher: header.publisher,
+        track: header.track,
+        layer: header.layer,
+    };
+    let stats = &me.shared.stats;
+    let now = Instant::now();
+    let buffer = GroupBuffer::new(split.bytes, targets.len(), now);
+    let cell = Arc::new(GroupCell::new(
+        buffer,
+        key,
+        header.group,
+        stream_priority(priority, header.group),
+        me.held.clone(),
+        stats.clone(),
+    ));
+    let Some(slot) = register(&me, &cell) else {
+        let _ = stream.stop(ErrorCode::GROUP_DROPPED.0.into());
+        return;
+    };
+    let _registered = Registered { me: &me, slot, key };
+    stats.groups_in.fetch_add(1, Relaxed);
+    stats.groups_out.fetch_add(targets.len() as u64, Relaxed);
+    stats.stream_bytes_in.fetch_add(first_bytes as u64, Relaxed);
+    for (i, peer) in targets.into_iter().enumerate() {
+        let reader = ReaderId(i as u32);
+        peer.reads().push(OpenRead {
+            group: cell.clone(),
+            reader,
+        });
+        stats.reads_open.fetch_add(1, Relaxed);
+        tokio::spawn(write_group(
+            me.shared.clone(),
+            peer.clone(),
+            cell.clone(),
+            reader,
+        ));
+        enforce(&me.shared, &me.cell, &peer, now);
+    }
+    if !split.rest.is_empty() {
+        push(&me, &cell, split.rest);
+    }
+    loop {
+        let next = tokio::select! {
+            r = tokio::time::timeout(idle, stream.read_chunk(READ_CHUNK, true)) => r,
+            () = cell.stopped_ingest() => {
+                // Reset by the concurrent-group limit or because the publisher left.
+                let _ = stream.stop(ErrorCode::GROUP_DROPPED.0.into());
+                return;
+            }
+        };
+        match next {
+            Ok(Ok(Some(chunk))) => {
+                stats
+                    .stream_bytes_in
+                    .fetch_add(chunk.bytes.len() as u64, Relaxed);
+                push(&me, &cell, chunk.bytes);
+            }
+            Ok(Ok(None)) => return cell.with(|g| g.finish()),
+            // The publisher reset the group or went away: subscribers' copies are reset too.
+            Ok(Err(_)) => return cell.with(|g| g.reset(ResetCause::Publisher)),
+            Err(_) => {
+                stats.groups_idle.fetch_add(1, Relaxed);
+                cell.with(|g| g.reset(ResetCause::Idle));
+                let _ = stream.stop(ErrorCode::GROUP_DROPPED.0.into());
+                return;
+            }
+        }
+    }
+}
+
+/// Registers a new group with its publisher's concurrent-group limit, resetting the
+/// groups it pushes out. `None`: older than every open group of its layer.
+fn register(me: &Participant, cell: &Arc<GroupCell>) -> Option<GroupSlot> {
+    let mut in_flight = me.in_flight();
+    let slot = in_flight.next;
+    in_flight.next += 1;
+    match in_flight.open.open(cell.key, cell.group, slot) {
+        Opened::TooOld => None,
+        Opened::Forward { reset } => {
+            for old in reset {
+                if let Some(old) = in_flight.cells.remove(&old) {
+                    me.shared.stats.groups_limited.fetch_add(1, Relaxed);
+                    old.reset(ResetCause::GroupLimit);
+                }
+            }
+            in_flight.cells.insert(slot, cell.clone());
+            Some(slot)
+        }
+    }
+}
+
+/// Takes a group out of its publisher's books on every exit path of its ingest task.
+struct Registered<'a> {
+    me: &'a Participant,
+    slot: GroupSlot,
+    key: TrackKey,
+}
+
+impl Drop for Registered<'_> {
+    fn drop(&mut self) {
+        let mut in_flight = self.me.in_flight();
+        in_flight.open.close(self.key, self.slot);
+        if let Some(cell) = in_flight.cells.remove(&self.slot) {
+            drop(in_flight);
+            // An ingest task that ends without finishing (a panic, a lost connection)
+            // must not leave readers waiting for more.
+            cell.with(|g| {
+                if g.end().is_none() {
+                    g.reset(ResetCause::Publisher);
+                }
+            });
+        }
+    }
+}
+
+/// Appends one chunk within the publisher's budget; readers it pushes out lose the group.
+fn push(me: &Participant, cell: &GroupCell, chunk: Bytes) {
+    let now = Instant::now();
+    let budget = me.budget(cell);
+    let evicted = cell.with(|g| g.push(chunk, now, budget));
+    if evicted.is_empty() {
+        return;
+    }
+    let stats = &me.shared.stats;
+    stats.count_drops(DropCause::GroupBudget, evicted.len() as u64);
+    let newest = me.in_flight().open.is_newest(cell.key, cell.group);
+    if newest {
+        request_keyframe(&me.shared, &me.cell, cell.key, now);
+    }
+}
+
+fn request_keyframe(shared: &Shared, meeting: &MeetingCell, key: TrackKey, now: Instant) {
+    let mut state = meeting.lock();
+    let actions = state
+        .core
+        .request_keyframe(key.publisher, key.track, key.layer, now);
+    state.apply(actions, shared);
+}
+
+/// The subscribers of a group and its track's priority, waiting out the publish grace.
+/// `Err(None)`: the session is over, drop quietly; `Err(Some)`: close the connection.
+async fn group_targets(
+    me: &Participant,
+    header: &GroupHeader,
+) -> Result<(Vec<Arc<Peer>>, u8), Option<SessionError>> {
+    loop {
+        let published = me.published.notified();
+        tokio::pin!(published);
+        published.as_mut().enable();
+        if me.has_left() {
+            return Err(None);
+        }
+        let route = {
+            let state = me.cell.lock();
+            match state.core.route(
+                me.id,
+                header.publisher,
+                header.track,
+                header.layer,
+                Transport::Stream,
+            ) {
+                Route::Deliver {
+                    targets, priority, ..
+                } => Ok((
+                    targets
+                        .iter()
+                        .filter_map(|id| state.peers.get(id).cloned())
+                        .collect(),
+                    priority,
+                )),
+                Route::Unknown => Err(false),
+                Route::Invalid => Err(true),
+            }
+        };
+        match route {
+            Ok(routed) => {
+                me.routed();
+                return Ok(routed);
+            }
+            Err(true) => return Err(Some(PeerMisbehaved::TrackNotPublished.into())),
+            Err(false) => match me.grace(Instant::now()) {
+                Grace::Expired => return Err(Some(PeerMisbehaved::TrackNotPublished.into())),
+                Grace::Wait { until } => {
+                    tokio::select! {
+                        () = published => {}
+                        () = tokio::time::sleep_until(until.into()) => {}
+                    }
+                }
+            },
+        }
+    }
+}
+
+/// Runs one subscriber's drop policy over the groups it is reading.
+pub(crate) fn enforce(shared: &Shared, meeting: &MeetingCell, peer: &Peer, now: Instant) {
+    let mut keyframes = Vec::new();
+    {
+        let reads = peer.reads();
+        if reads.is_empty() {
+            return;
+        }
+        let mut open = Vec::with_capacity(reads.len());
+        let mut which = Vec::with_capacity(reads.len());
+        for (i, r) in reads.iter().enumerate() {
+            if let Some(lag) = r.group.with(|g| g.lag(r.reader)) {
+                open.push(Backlog {
+                    key: r.group.key,
+                    group: r.group.group,
+                    lag,
+                });
+                which.push(i);
+            }
+        }
+        for d in plan_drops(&open, &shared.config.queue_limits(), now) {
+            let r = &reads[which[d.index]];
+            if let Some(bytes) = r.group.with(|g| g.drop_reader(r.reader)) {
+                shared.stats.count_drops(d.cause, 1);
+                shared.stats.bytes_dropped.fetch_add(bytes as u64, Relaxed);
+                if d.need_keyframe {
+                    keyframes.push(r.group.key);
+                }
+            }
+        }
+    }
+    for key in keyframes {
+        request_keyframe(shared, meeting, key, now);
+    }
+}
+
+/// Drains one subscriber's reader of a group into a new unidirectional stream.
+async fn write_group(shared: Arc<Shared>, peer: Arc<Peer>, cell: Arc<GroupCell>, reader: ReaderId) {
+    // However this ends, the reader is released and the subscriber's entry removed.
+    let _guard = ReaderGuard {
+        shared: &shared,
+        peer: &peer,
+        cell: &cell,
+        reader,
+    };
+    let opened = tokio::select! {
+        s = peer.conn.open_uni() => s.ok(),
+        () = cell.stopped(reader) => None,
+    };
+    let Some(mut stream) = opened else {
+        return;
+    };
+    let _ = stream.set_priority(cell.priority);
+    loop {
+        match cell.read(reader).await {
+            Read::Chunk(chunk) => {
+                let len = chunk.len();
+                let written = tokio::select! {
+                    r = stream.write_chunk(chunk) => r.is_ok(),
+                    () = cell.stopped(reader) => false,
+                };
+                if !written {
+                    let _ = stream.reset(ErrorCode::GROUP_DROPPED.0.into());
+                    return;
+                }
+                shared.stats.stream_bytes_out.fetch_add(len as u64, Relaxed);
+            }
+            Read::Pending => {}
+            Read::Finished => {
+                let _ = stream.finish();
+                return;
+            }
+            Read::Reset => {
+                let _ = stream.reset(ErrorCode::GROUP_DROPPED.0.into());
+                return;
+            }
+        }
+    }
+}
+
+struct ReaderGuard<'a> {
+    shared: &'a Shared,
+    peer: &'a Peer,
+    cell: &'a Arc<GroupCell>,
+    reader: ReaderId,
+}
+
+impl Drop for ReaderGuard<'_> {
+    fn drop(&mut self) {
+        self.cell.with(|g| g.release(self.reader));
+        self.peer.forget(self.cell, self.reader);
+        self.shared.stats.reads_open.fetch_sub(1, Relaxed);
+    }
+}
+
+/// A publisher's cached audio routes: per track, its subscribers' connections and the
+/// route version they were read at.
+#[derive(Default)]
+pub(crate) struct AudioRoutes {
+    routes: HashMap<TrackId, (RouteVersion, u64, Vec<quinn::Connection>)>,
+}
+
+impl AudioRoutes {
+    /// Checks an audio datagram's header and hands the same `Bytes` to each subscriber.
+    pub(crate) fn forward(
+        &mut self,
+        me: &Participant,
+        datagram: Bytes,
+    ) -> Result<(), SessionError> {
+        let stats = &me.shared.stats;
+        stats.datagrams_in.fetch_add(1, Relaxed);
+        let (header, _) = DatagramHeader::decode(&datagram)?;
+        let fresh = self
+            .routes
+            .get(&header.track)
+            .is_some_and(|(v, at, _)| v.get() == *at);
+        if !fresh && !self.refresh(me, &header)? {
+            stats.datagrams_dropped.fetch_add(1, Relaxed);
+            return Ok(());
+        }
+        let Some((_, _, targets)) = self.routes.get(&header.track) else {
+            return Err(PeerMisbehaved::TrackNotPublished.into());
+        };
+        for conn in targets {
+            // quinn drops the oldest queued datagram when its buffer is full; count it.
+            let full = conn.datagram_send_buffer_space() < datagram.len();
+            match conn.send_datagram(datagram.clone()) {
+                Ok(()) if !full => stats.datagrams_out.fetch_add(1, Relaxed),
+                _ => stats.datagrams_dropped.fetch_add(1, Relaxed),
+            };
+        }
+        Ok(())
+    }
+
+    /// Re-reads a track's route. `Ok(false)`: not published yet, within the grace.
+    fn refresh(&mut self, me: &Participant, header: &DatagramHeader) -> Result<bool, SessionError> {
+        let state = me.cell.lock();
+        let route = state.core.route(
+            me.id,
+            header.publisher,
+            header.track,
+            0,
+            Transport::Datagram,
+        );
+        match route {
+            Route::Deliver {
+                targets, version, ..
+            } => {
+                let Some(handle) = state.core.route_version(me.id, header.track) else {
+                    return Ok(false);
+                };
+                let conns = targets
+                    .iter()
+                    .filter_map(|id| state.peers.get(id).map(|p| p.conn.clone()))
+                    .collect();
+                drop(state);
+                // Bounded: a publisher has at most MAX_TRACKS_PER_PARTICIPANT tracks.
+                self.routes.insert(header.track, (handle, version, conns));
+                me.routed();
+                Ok(true)
+            }
+            Route::Invalid => Err(PeerMisbehaved::TrackNotPublished.into()),
+            Route::Unknown => {
+                drop(state);
+                self.routes.remove(&header.track);
+                match me.grace(Instant::now()) {
+                    Grace::Expired => Err(PeerMisbehaved::TrackNotPublished.into()),
+                    Grace::Wait { .. } => Ok(false),
+                }
+            }
+        }
+    }
+}

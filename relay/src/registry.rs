@@ -1,0 +1,258 @@
+//! The relay's shared state below the connection and media modules: the meeting
+//! registry (a concurrent map keyed by meeting ID), each meeting's core state with its
+//! participants' handles, and a participant as the others' tasks see it ([`Peer`]).
+//!
+//! Lock order everywhere: a meeting, then a peer's open groups, then a group. The
+//! registry's shard locks are held only to find or insert a meeting, never across a
+//! meeting's own work. Logs carry a keyed tag of the meeting ID, never the ID.
+
+use std::collections::HashMap;
+use std::sync::atomic::Ordering::Relaxed;
+use std::sync::{Arc, Mutex, MutexGuard};
+use std::time::Instant;
+
+use bytes::Bytes;
+use dashmap::mapref::entry::Entry;
+use dashmap::DashMap;
+use orelay_proto::{ParticipantId, RejectReason, ServerMessage};
+use tokio::sync::mpsc;
+
+use crate::config::Config;
+use crate::core::{Action, Meeting, MeetingId, RateLimit, ReaderId, TokenBucket};
+use crate::error::{RelayLimit, SessionError};
+use crate::fanout::GroupCell;
+use crate::stats::RelayStats;
+
+/// State shared by every connection task of one relay.
+pub(crate) struct Shared {
+    pub(crate) config: Config,
+    pub(crate) meetings: DashMap<MeetingId, Arc<MeetingCell>>,
+    pub(crate) stats: Arc<RelayStats>,
+    /// The relay-wide join rate.
+    join_rate: Mutex<TokenBucket>,
+}
+
+/// A meeting as the I/O layer holds it: the sans-IO core plus each participant's handle.
+pub(crate) struct MeetingCell {
+    id: MeetingId,
+    /// Keyed hash of the meeting ID, for logs.
+    pub(crate) tag: String,
+    state: Mutex<MeetingState>,
+}
+
+pub(crate) struct MeetingState {
+    pub(crate) core: Meeting,
+    pub(crate) peers: HashMap<ParticipantId, Arc<Peer>>,
+    /// The last participant left and the cell is leaving the registry: a join that
+    /// finds it must look again.
+    closed: bool,
+}
+
+/// One group a subscriber is reading.
+pub(crate) struct OpenRead {
+    pub(crate) group: Arc<GroupCell>,
+    pub(crate) reader: ReaderId,
+}
+
+/// A participant's connection as other participants' tasks see it.
+pub(crate) struct Peer {
+    pub(crate) conn: quinn::Connection,
+    control: mpsc::Sender<ServerMessage>,
+    /// The groups this subscriber is reading, oldest first; each writer removes its
+    /// own entry on every exit path.
+    pub(crate) reads: Mutex<Vec<OpenRead>>,
+}
+
+impl Peer {
+    pub(crate) fn new(conn: quinn::Connection, control: mpsc::Sender<ServerMessage>) -> Self {
+        Self {
+            conn,
+            control,
+            reads: Mutex::new(Vec::new()),
+        }
+    }
+
+    pub(crate) fn reads(&self) -> MutexGuard<'_, Vec<OpenRead>> {
+        self.reads.lock().unwrap_or_else(|p| p.into_inner())
+    }
+
+    /// Forgets the writer of `reader` in `group` (its stream ended one way or another).
+    pub(crate) fn forget(&self, group: &Arc<GroupCell>, reader: ReaderId) {
+        self.reads()
+            .retain(|r| !(Arc::ptr_eq(&r.group, group) && r.reader == reader));
+    }
+}
+
+impl MeetingCell {
+    pub(crate) fn lock(&self) -> MutexGuard<'_, MeetingState> {
+        self.state
+            .lock()
+            .unwrap_or_else(|poisoned| poisoned.into_inner())
+    }
+}
+
+impl MeetingState {
+    /// Carries out the core's actions. Never blocks: a client whose control backlog is
+    /// full is closed rather than allowed to stall the meeting.
+    pub(crate) fn apply(&self, actions: Vec<Action>, shared: &Shared) {
+        for action in actions {
+            let Action::Send { to, msg } = action;
+            let Some(peer) = self.peers.get(&to) else {
+                continue;
+            };
+            if matches!(msg, ServerMessage::KeyframeRequest { .. }) {
+                shared.stats.keyframe_requests.fetch_add(1, Relaxed);
+            }
+            // A closed channel means that session is already ending; only a full one
+            // means a client that does not read.
+            if let Err(mpsc::error::TrySendError::Full(_)) = peer.control.try_send(msg) {
+                close(
+                    &peer.conn,
+                    shared,
+                    &SessionError::RelayLimit(RelayLimit::ControlBacklog),
+                );
+            }
+        }
+    }
+
+    /// Tells every participant to go elsewhere (the relay is draining).
+    pub(crate) fn go_away(&self) {
+        for peer in self.peers.values() {
+            let _ = peer.control.try_send(ServerMessage::GoAway {
+                redirect: String::new(),
+            });
+        }
+    }
+}
+
+/// Closes a connection because of `err`, counting it by close code.
+pub(crate) fn close(conn: &quinn::Connection, shared: &Shared, err: &SessionError) {
+    if conn.close_reason().is_some() {
+        return;
+    }
+    tracing::debug!(error = %err, code = %err.close_code(), "closing connection");
+    shared.stats.count_close(err.label());
+    conn.close(err.close_code().0.into(), err.label().as_bytes());
+}
+
+impl Shared {
+    pub(crate) fn new(config: Config, stats: Arc<RelayStats>) -> Self {
+        let join_rate = RateLimit {
+            per_second: config.max_join_rate,
+            // A second's worth at once: a top-of-the-hour burst is what it is for.
+            burst: config.max_join_rate,
+        };
+        Self {
+            config,
+            meetings: DashMap::new(),
+            stats,
+            join_rate: Mutex::new(TokenBucket::new(join_rate, Instant::now())),
+        }
+    }
+
+    /// Takes one join from the relay-wide join rate, or says when one is due.
+    pub(crate) fn take_join_token(&self, now: Instant) -> Result<(), Instant> {
+        self.join_rate
+            .lock()
+            .unwrap_or_else(|p| p.into_inner())
+            .take(now)
+    }
+
+    /// Admits `peer` to a meeting, creating the meeting if it does not exist. Only the
+    /// map's shard is locked while finding the meeting; the join itself runs under the
+    /// meeting's own lock.
+    pub(crate) fn admit(
+        &self,
+        meeting_id: MeetingId,
+        passcode: &str,
+        info: Bytes,
+        peer: Arc<Peer>,
+    ) -> Result<(Arc<MeetingCell>, ParticipantId), RejectReason> {
+        // A meeting found closing is gone a moment later; two looks are enough unless
+        // the meeting is being emptied and refilled in a tight loop.
+        for _ in 0..3 {
+            let cell = match self.meetings.entry(meeting_id.clone()) {
+                Entry::Occupied(e) => e.get().clone(),
+                Entry::Vacant(e) => {
+                    if self.stats.meetings_active.load(Relaxed) as usize >= self.config.max_meetings
+                    {
+                        return Err(RejectReason::TOO_MANY_MEETINGS);
+                    }
+                    let cell = Arc::new(MeetingCell {
+                        id: meeting_id.clone(),
+                        tag: crate::privacy::tag(meeting_id.as_bytes()),
+                        state: Mutex::new(MeetingState {
+                            core: Meeting::new(passcode, self.config.meeting_limits()),
+                            peers: HashMap::new(),
+                            closed: false,
+                        }),
+                    });
+                    self.stats.meetings_active.fetch_add(1, Relaxed);
+                    e.insert(cell.clone());
+                    cell
+                }
+            };
+            let mut state = cell.lock();
+            if state.closed {
+                continue;
+            }
+            let (id, actions) = match state.core.join(passcode, info) {
+                Ok(joined) => joined,
+                Err(reason) => {
+                    // Do not leave behind a meeting this attempt created.
+                    let empty = state.core.is_empty();
+                    state.closed = empty;
+                    drop(state);
+                    if empty {
+                        self.forget(&cell);
+                    }
+                    return Err(reason);
+                }
+            };
+            state.peers.insert(id, peer);
+            state.apply(actions, self);
+            self.stats.participants_active.fetch_add(1, Relaxed);
+            drop(state);
+            return Ok((cell, id));
+        }
+        Err(RejectReason::TOO_MANY_MEETINGS)
+    }
+
+    /// Removes participant `id` from `cell`, and the meeting from the registry when it
+    /// is now empty (by key, no scan).
+    pub(crate) fn leave(&self, cell: &Arc<MeetingCell>, id: ParticipantId) {
+        let mut state = cell.lock();
+        let actions = state.core.leave(id);
+        if state.peers.remove(&id).is_none() {
+            return;
+        }
+        state.apply(actions, self);
+        self.stats.participants_active.fetch_sub(1, Relaxed);
+        let empty = state.core.is_empty();
+        state.closed = empty;
+        drop(state);
+        if empty {
+            self.forget(cell);
+        }
+    }
+
+    /// Takes a closed meeting out of the registry (if it is still the one there).
+    fn forget(&self, cell: &Arc<MeetingCell>) {
+        if self
+            .meetings
+            .remove_if(&cell.id, |_, c| Arc::ptr_eq(c, cell))
+            .is_some()
+        {
+            self.stats.meetings_active.fetch_sub(1, Relaxed);
+        }
+    }
+
+    /// Every meeting, for draining.
+    pub(crate) fn each_meeting(&self, mut f: impl FnMut(&MeetingCell)) {
+        let cells: Vec<Arc<MeetingCell>> =
+            self.meetings.iter().map(|e| e.value().clone()).collect();
+        for cell in cells {
+            f(&cell);
+        }
+    }
+}
