@@ -82,14 +82,14 @@ pub async fn run(
     let mut tasks = Vec::with_capacity(total);
     for m in 0..scenario.meetings {
         let key = Arc::new(seal::MeetingKey::generate()?);
-        let meeting_id = format!("{:05}{:06}{:04}", run_tag % 100_000, m, 0);
+        let meeting_id = scenario.meeting_id(m, run_tag);
         for p in 0..scenario.participants {
             let n = m * scenario.participants + p;
             let plan = participant::Plan {
                 scenario: scenario.clone(),
                 relay: addr,
                 meeting_id: meeting_id.clone(),
-                passcode: format!("pass-{m}"),
+                passcode: scenario.passcode(m),
                 key: key.clone(),
                 join_at: start + scenario.join_window.mul_f64(n as f64 / total as f64),
                 media_until,

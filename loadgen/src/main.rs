@@ -59,6 +59,13 @@ struct RunArgs {
     /// Client UDP sockets to spread participants over.
     #[arg(long, default_value_t = 8)]
     client_sockets: usize,
+    /// Meeting IDs are this prefix plus the meeting number, so another client can join
+    /// a loadgen meeting [default: derived from the process ID].
+    #[arg(long)]
+    meeting_prefix: Option<String>,
+    /// Passcode of every meeting [default: pass-<meeting number>].
+    #[arg(long)]
+    passcode: Option<String>,
     /// Also write the report as JSON to this file.
     #[arg(long)]
     json: Option<PathBuf>,
@@ -80,6 +87,8 @@ async fn main() -> anyhow::Result<()> {
         subscribe_layer: args.subscribe_layer,
         keyframe_interval: Duration::from_millis(args.keyframe_interval_ms),
         client_sockets: args.client_sockets,
+        meeting_prefix: args.meeting_prefix,
+        passcode: args.passcode,
         ..Scenario::default()
     };
     let target = match (args.relay, args.cert_fingerprint) {

@@ -30,6 +30,12 @@ pub struct Scenario {
     pub keyframe_interval: Duration,
     /// Client UDP sockets (QUIC endpoints) the participants are spread over.
     pub client_sockets: usize,
+    /// Meeting IDs are this prefix followed by the meeting's number (zero-padded to
+    /// at least 11 characters in all); `None`: a prefix made from the process ID.
+    /// Lets an outside client join a loadgen meeting.
+    pub meeting_prefix: Option<String>,
+    /// Passcode of every meeting; `None`: `pass-<meeting number>`.
+    pub passcode: Option<String>,
 }
 
 impl Default for Scenario {
@@ -46,6 +52,8 @@ impl Default for Scenario {
             subscribe_layer: 0,
             keyframe_interval: Duration::from_secs(2),
             client_sockets: 8,
+            meeting_prefix: None,
+            passcode: None,
         }
     }
 }
@@ -112,13 +120,66 @@ impl Scenario {
         if !(1..=256).contains(&self.client_sockets) {
             bail!("client_sockets must be 1..=256");
         }
+        if let Some(prefix) = &self.meeting_prefix {
+            let ok = prefix.len() <= 48
+                && prefix
+                    .bytes()
+                    .all(|b| b.is_ascii_alphanumeric() || b == b'-' || b == b'_');
+            if !ok {
+                bail!("meeting_prefix must be at most 48 characters of [0-9A-Za-z_-]");
+            }
+        }
+        if self.passcode.as_ref().is_some_and(|p| p.len() > 64) {
+            bail!("passcode must be at most 64 bytes");
+        }
         Ok(())
+    }
+}
+
+impl Scenario {
+    /// The ID of meeting number `m` (at least 11 characters, as the relay requires).
+    pub fn meeting_id(&self, m: usize, run_tag: u32) -> String {
+        match &self.meeting_prefix {
+            Some(prefix) => {
+                let width = 11usize.saturating_sub(prefix.len()).max(1);
+                format!("{prefix}{m:0width$}")
+            }
+            None => format!("{:05}{:06}{:04}", run_tag % 100_000, m, 0),
+        }
+    }
+
+    /// The passcode of meeting number `m`.
+    pub fn passcode(&self, m: usize) -> String {
+        self.passcode.clone().unwrap_or_else(|| format!("pass-{m}"))
     }
 }
 
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn meeting_ids_from_a_prefix_are_long_enough_and_distinct() {
+        let s = Scenario {
+            meeting_prefix: Some("demo".into()),
+            passcode: Some("sesame".into()),
+            ..Scenario::default()
+        };
+        s.validate().unwrap();
+        assert_eq!(s.meeting_id(0, 1), "demo0000000");
+        assert_eq!(s.meeting_id(12, 1), "demo0000012");
+        assert_eq!(s.passcode(3), "sesame");
+        assert_eq!(Scenario::default().passcode(3), "pass-3");
+        let bad = Scenario {
+            meeting_prefix: Some("no spaces".into()),
+            ..Scenario::default()
+        };
+        assert!(bad
+            .validate()
+            .unwrap_err()
+            .to_string()
+            .contains("meeting_prefix"));
+    }
 
     #[test]
     fn default_is_valid_and_frames_match_bitrate() {

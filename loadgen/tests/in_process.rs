@@ -80,3 +80,52 @@ async fn external_relay_is_reached_by_address_and_pinned_fingerprint() {
     assert_eq!((report.joined, report.join_failed), (0, 2), "{report}");
     relay.shutdown().await;
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn an_outside_client_can_join_a_loadgen_meeting_by_its_id_and_passcode() {
+    let config = orelay_relay::Config {
+        listen: std::net::SocketAddr::from(([127, 0, 0, 1], 0)),
+        ..orelay_relay::Config::default()
+    };
+    let relay = orelay_relay::Relay::bind(config).unwrap().spawn().unwrap();
+    let fingerprint = orelay_client::parse_fingerprint(&relay.fingerprint).unwrap();
+    let scenario = Scenario {
+        meetings: 1,
+        participants: 2,
+        duration: Duration::from_secs(3),
+        join_window: Duration::from_millis(100),
+        client_sockets: 1,
+        meeting_prefix: Some("outside".into()),
+        passcode: Some("sesame".into()),
+        ..Scenario::default()
+    };
+    let meeting = scenario.meeting_id(0, 0);
+    let target = Target::External {
+        addr: relay.addr,
+        fingerprint,
+    };
+    let run = tokio::spawn(orelay_loadgen::run(scenario, target, |_| {}));
+    let client =
+        orelay_client::Client::new(std::net::SocketAddr::from(([127, 0, 0, 1], 0)), fingerprint)
+            .unwrap();
+    let mut me = client
+        .join(relay.addr, &meeting, "sesame", b"outsider")
+        .await
+        .unwrap();
+    // The loadgen participants show up in the outsider's roster.
+    let mut seen = 0;
+    while seen < 2 {
+        let event = tokio::time::timeout(Duration::from_secs(10), me.next_event())
+            .await
+            .unwrap()
+            .unwrap()
+            .unwrap();
+        if let orelay_proto::ServerMessage::ParticipantJoined(_) = event {
+            seen += 1;
+        }
+    }
+    let report = run.await.unwrap().unwrap();
+    assert_eq!(report.joined, 2, "{report}");
+    drop(me);
+    relay.shutdown().await;
+}

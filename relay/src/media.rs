@@ -338,6 +338,7 @@ async fn group_targets(
             Err(false) => match me.grace(Instant::now()) {
                 Grace::Expired => return Err(Some(PeerMisbehaved::TrackNotPublished.into())),
                 Grace::Wait { until } => {
+                    me.shared.stats.grace_waits.fetch_add(1, Relaxed);
                     tokio::select! {
                         () = published => {}
                         () = tokio::time::sleep_until(until.into()) => {}

@@ -38,6 +38,7 @@ pub struct RelayStats {
     pub(crate) keyframe_requests: AtomicU64,
     pub(crate) queued_bytes: AtomicI64,
     pub(crate) reads_open: AtomicI64,
+    pub(crate) grace_waits: AtomicU64,
     pub(crate) groups_idle: AtomicU64,
     pub(crate) groups_limited: AtomicU64,
     /// Groups dropped for one subscriber, by [`DropCause`] (in `DROP_CAUSES` order).
@@ -88,6 +89,8 @@ pub struct StatsSnapshot {
     pub keyframe_requests: u64,
     /// Bytes held in group buffers now (what some subscriber has not read yet).
     pub queued_bytes: i64,
+    /// Groups that arrived before their track's `Publish` and waited for it.
+    pub grace_waits: u64,
     /// Subscriber group streams open now (one per subscriber per group in flight).
     pub reads_open: i64,
     /// Groups reset because no bytes arrived within the group idle timeout.
@@ -146,6 +149,7 @@ impl RelayStats {
             keyframe_requests: self.keyframe_requests.load(Relaxed),
             queued_bytes: self.queued_bytes.load(Relaxed),
             reads_open: self.reads_open.load(Relaxed),
+            grace_waits: self.grace_waits.load(Relaxed),
             groups_idle: self.groups_idle.load(Relaxed),
             groups_limited: self.groups_limited.load(Relaxed),
             drops_by_cause: DROP_CAUSES

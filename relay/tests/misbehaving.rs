@@ -176,20 +176,31 @@ async fn media_that_outruns_its_publish_is_not_mistaken_for_forgery() {
     let meeting = meeting_id(2);
     let mut alice = client.join(relay.addr, &meeting, "pw", b"a").await.unwrap();
     let media = alice.media();
-    // Publish and send at once: QUIC does not order the control stream against the
-    // group stream or the datagram, so the media may reach the relay first.
-    let (published, group) =
-        tokio::join!(alice.publish(VIDEO), media.open_group(VIDEO.track, 0, 0, 1));
-    published.unwrap();
-    let mut group = group.unwrap();
+    // Media first, Publish after: QUIC does not order the control stream against the
+    // group stream or the datagram, so this is what a client sending at once can cause.
+    let mut group = media.open_group(VIDEO.track, 0, 0, 1).await.unwrap();
     let h = group.next_header(FLAG_KEYFRAME, 100);
     group.write(h, vec![0u8; 100].into()).await.unwrap();
     group.finish();
-    alice.publish(AUDIO).await.unwrap();
     media
         .send_audio(&media.audio_header(AUDIO.track, 0, 0, 1), &[0u8; 40])
         .unwrap();
-    tokio::time::sleep(Duration::from_millis(1500)).await;
+    // Proof both reached the relay before their Publish: the group is waiting for it
+    // and the datagram was dropped within the grace.
+    let stats = relay.stats.clone();
+    assert!(
+        eventually(Duration::from_secs(10), || {
+            let s = stats.snapshot();
+            s.grace_waits >= 1 && s.datagrams_dropped >= 1
+        })
+        .await,
+        "{:?}",
+        stats.snapshot()
+    );
+    alice.publish(VIDEO).await.unwrap();
+    alice.publish(AUDIO).await.unwrap();
+    // The waiting group is routed once its Publish arrives.
+    assert!(eventually(Duration::from_secs(10), || stats.snapshot().groups_in == 1).await);
     assert!(
         media.connection().close_reason().is_none(),
         "{:?}",
