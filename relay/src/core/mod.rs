@@ -21,5 +21,7 @@ pub use group::{DropCause, GroupBuffer, Lag, Read, ReaderId, ResetCause};
 pub use meeting::{Action, Meeting, MeetingLimits, Route, RouteVersion, Transport};
 pub use ratelimit::{RateLimit, TokenBucket};
 pub use registry::{JoinError, MeetingId};
-pub use routing::{stream_priority, Grace, OpenGroups, Opened, PublishGrace, PUBLISH_GRACE};
-pub use subscriber::{plan_drops, Backlog, GroupDrop, QueueLimits, TrackKey};
+pub use routing::{
+    stream_priority, FanoutLimits, Grace, OpenGroups, Opened, PublishGrace, PUBLISH_GRACE,
+};
+pub use subscriber::{plan_drops, Backlog, GroupDrop, QueueLimits, TrackKey, POLICY_INTERVAL};
