@@ -1,40 +1,43 @@
 //! A deterministic simulator of the relay core, in the spirit of quinn-proto's test
 //! `Pair`: a fake clock advanced by explicit steps (never a sleep), meetings whose
-//! participants are driven through [`Meeting`], one [`SubscriberQueue`] per client,
-//! publishers emitting groups of chunks on a script, and clients draining their queues
-//! at a scripted byte rate per step.
+//! participants are driven through [`Meeting`], publishers emitting groups of chunks
+//! (and audio datagrams) on a script, and clients reading at a scripted byte rate.
 //!
-//! Media is routed the way `crate::forward` routes it: per group, one slot per
-//! subscriber of the layer opened with the group header, every chunk pushed to every
-//! slot as a clone of one `Bytes`, the slots finished at the group's end (cancelled if
-//! the publisher goes away), and a keyframe asked of the publisher through
-//! [`Meeting::request_keyframe`] when a client loses the newest group. A client's
-//! writers drain its slots in stream-priority order (newest group first), and a dropped
-//! slot is reset at once, whatever the client's speed, as the woken writer does.
+//! Media goes through the glue the I/O shell runs, in `sim_fanout.rs`, calling the
+//! same core functions: [`Meeting::route`] per group (and per route change for audio),
+//! [`PublishGrace`], the publisher's [`OpenGroups`], one shared [`GroupBuffer`] per
+//! group pushed with the publisher's [`FanoutLimits::group_budget`], a policy pass
+//! ([`plan_drops`]) per subscriber when a group opens for it and every
+//! [`POLICY_INTERVAL`], one writer per subscriber per group in [`stream_priority`]
+//! order, and the group idle timeout. Nothing here decides what the core decides.
 //!
-//! After every phase of every step the simulator checks that no queue holds more than
-//! its byte budget and that every byte pushed is accounted for (written, queued,
-//! dropped or cancelled). Payloads are generated and compared here; the core never
-//! reads them.
+//! After each phase of every step the simulator checks its invariants (see
+//! [`Sim::check`]). Payloads are generated and compared here; the core never reads them.
 
-use std::cmp::Reverse;
 use std::collections::BTreeMap;
 use std::time::{Duration, Instant};
 
-use bytes::{BufMut, Bytes, BytesMut};
+use bytes::Bytes;
 use orelay_proto::media::FLAG_KEYFRAME;
 use orelay_proto::{
-    GroupHeader, ObjectHeader, ParticipantId, RejectReason, ServerMessage, TrackId, TrackInfo,
-    TrackKind,
+    ObjectHeader, ParticipantId, RejectReason, ServerMessage, TrackId, TrackInfo, TrackKind,
 };
 
 use super::{
-    Action, Dropped, Meeting, MeetingLimits, Pop, QueueLimits, SlotId, SubscriberQueue, TrackKey,
+    plan_drops, stream_priority, Action, Backlog, DropCause, FanoutLimits, GroupBuffer, Meeting,
+    MeetingLimits, OpenGroups, PublishGrace, QueueLimits, ReaderId, ResetCause, RouteVersion,
+    TrackKey, POLICY_INTERVAL,
 };
 use crate::error::SessionError;
 
+#[path = "sim_fanout.rs"]
+mod fanout;
+#[path = "sim_fanout_tests.rs"]
+mod fanout_tests;
 #[path = "sim_media_tests.rs"]
 mod media_tests;
+#[path = "sim_robustness_tests.rs"]
+mod robustness_tests;
 #[path = "sim_roster_tests.rs"]
 mod roster_tests;
 
@@ -64,6 +67,10 @@ struct Video {
     chunk_bytes: usize,
     /// Whether a keyframe request starts a new group at the next frame.
     answers_keyframe_requests: bool,
+    /// Whether a full group's stream is finished (a flooder leaves them open).
+    finishes_groups: bool,
+    /// The track priority it publishes with.
+    priority: u8,
 }
 
 impl Video {
@@ -76,15 +83,21 @@ impl Video {
             delta_bytes: 2_400,
             chunk_bytes: 1_200,
             answers_keyframe_requests: false,
+            finishes_groups: true,
+            priority: 1,
         }
     }
 }
 
-/// How a client's copy of a group ended.
+/// How a client's copy of a group ended, as its writer saw it.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 enum End {
+    /// Everything written, the stream finished.
     Finished,
-    Dropped,
+    /// The group read `Reset` (dropped for this client, or reset for everyone).
+    Reset,
+    /// The writer gave up: STOP_SENDING, a failed stream, or the client left.
+    Stopped,
 }
 
 /// A group as its publisher sent it.
@@ -95,43 +108,74 @@ struct Sent {
     chunks: Vec<Bytes>,
 }
 
-/// A group as one client's writer saw it.
+/// A group as one client's writer saw it: an entry of the client's open list while
+/// `end` is `None`.
 #[derive(Debug)]
 struct Received {
     key: TrackKey,
     group: u64,
-    slot: SlotId,
+    /// Index of the group in [`Sim::groups`].
+    slot: usize,
+    reader: ReaderId,
     priority: i32,
     chunks: Vec<Bytes>,
     end: Option<End>,
+    /// Bytes appended to the group while this reader was reading it.
+    offered: u64,
+    written: u64,
+    /// Whether the simulator believes the reader still reads (checked against the buffer).
+    reading: bool,
 }
 
-/// A group the drop policy took from a client.
+/// A group a client lost while it went on for others: a policy drop or an eviction.
 #[derive(Debug)]
 struct DropEvent {
     at: Instant,
     who: Who,
-    dropped: Dropped,
+    key: TrackKey,
+    group: u64,
+    cause: DropCause,
+    bytes: usize,
+    need_keyframe: bool,
     /// The publisher's newest group of that layer at the time.
     newest: u64,
 }
 
-/// A simulated client: its queue at the relay, its read rate, what it was told and received.
+/// A simulated client: subscriber and publisher state at the relay, its script, and
+/// what it was told and received.
 #[derive(Debug)]
 struct Client {
     info: Bytes,
     present: bool,
     limits: QueueLimits,
-    queue: SubscriberQueue,
     /// Bytes its connection accepts per step.
     rate: usize,
     credit: i64,
+    /// STOP_SENDING each group stream after this many chunks (header included).
+    stop_after: Option<usize>,
     inbox: Vec<(Instant, ServerMessage)>,
     received: Vec<Received>,
+    /// Indices into `received` of the open entries, oldest first.
+    open: Vec<usize>,
+    datagrams: Vec<(Instant, TrackKey, Bytes)>,
+    // Subscriber accounting: pushed == written + unread + dropped + reset + released.
     pushed: u64,
     written: u64,
-    cancelled: u64,
-    peak_queued: usize,
+    dropped_groups: u64,
+    dropped_bytes: u64,
+    reset_bytes: u64,
+    released_bytes: u64,
+    stopped_groups: u64,
+    /// Bytes offered since its last policy pass (the slack its unread may have).
+    since_policy: u64,
+    peak_unread: usize,
+    peak_since_policy: u64,
+    // Publisher state.
+    open_groups: OpenGroups,
+    grace: PublishGrace,
+    /// Its groups whose buffers may still hold bytes.
+    live: Vec<usize>,
+    closed: Option<SessionError>,
 }
 
 /// One layer of a published video track and its script.
@@ -145,8 +189,8 @@ struct Source {
     next_frame_at: Instant,
     /// Frames sent in the open group.
     frame: u32,
-    /// The open group's slots, if a group is open.
-    open: Option<Vec<(Who, SlotId)>>,
+    /// The open group (index in [`Sim::groups`]).
+    open: Option<usize>,
     keyframe_wanted: bool,
     sent: Vec<Sent>,
 }
@@ -161,20 +205,57 @@ impl Source {
     }
 }
 
+/// A group stream at the relay.
+#[derive(Debug)]
+struct Group {
+    source: usize,
+    seq: u64,
+    key: TrackKey,
+    publisher: Who,
+    header: Bytes,
+    /// `None` while it waits for its `Publish`, or when it was never forwarded.
+    buf: Option<GroupBuffer>,
+    /// Waiting for the publish grace; chunks read meanwhile.
+    waiting: bool,
+    pending: Vec<Bytes>,
+    /// The publisher finished the stream.
+    finished: bool,
+    /// No more chunks will be pushed (finished, reset, refused, or discarded).
+    ended: bool,
+    reset: Option<ResetCause>,
+    /// Target `i` (reader `ReaderId(i)`) and its entry in that client's `received`.
+    targets: Vec<(Who, usize)>,
+}
+
+/// An audio track's script: one datagram every 20 ms, routed through a cached route.
+#[derive(Debug)]
+struct Audio {
+    who: Who,
+    track: TrackId,
+    running: bool,
+    next_at: Instant,
+    /// The route cached as the shell caches it, checked against its version each datagram.
+    route: Option<(RouteVersion, u64, Vec<ParticipantId>)>,
+    lookups: u64,
+    sent: Vec<Bytes>,
+    unrouted: u64,
+}
+
 /// The simulator. See the module docs.
 struct Sim {
     start: Instant,
     now: Instant,
     limits: QueueLimits,
+    fanout: FanoutLimits,
     meetings: Vec<Meeting>,
     clients: BTreeMap<Who, Client>,
     sources: Vec<Source>,
+    audio: Vec<Audio>,
+    groups: Vec<Group>,
+    /// Groups waiting for their publish grace.
+    waiting: Vec<usize>,
     drops: Vec<DropEvent>,
-}
-
-/// Stream priority as `crate::forward` sets it: track priority, then newer groups first.
-fn stream_priority(track_priority: u8, group: u64) -> i32 {
-    (i32::from(track_priority) << 23) | (group & 0x7f_ffff) as i32
+    next_policy: Instant,
 }
 
 impl Sim {
@@ -185,10 +266,15 @@ impl Sim {
             start,
             now: start,
             limits,
+            fanout: FanoutLimits::default(),
             meetings: Vec::new(),
             clients: BTreeMap::new(),
             sources: Vec::new(),
+            audio: Vec::new(),
+            groups: Vec::new(),
+            waiting: Vec::new(),
             drops: Vec::new(),
+            next_policy: start + POLICY_INTERVAL,
         }
     }
 
@@ -199,6 +285,10 @@ impl Sim {
 
     fn client(&self, who: Who) -> &Client {
         &self.clients[&who]
+    }
+
+    fn client_mut(&mut self, who: Who) -> &mut Client {
+        self.clients.get_mut(&who).expect("unknown client")
     }
 
     fn source(&self, who: Who, track: TrackId, layer: u8) -> &Source {
@@ -217,15 +307,27 @@ impl Sim {
             info,
             present: true,
             limits: self.limits,
-            queue: SubscriberQueue::new(self.limits),
             rate: FAST,
             credit: 0,
+            stop_after: None,
             inbox: Vec::new(),
             received: Vec::new(),
+            open: Vec::new(),
+            datagrams: Vec::new(),
             pushed: 0,
             written: 0,
-            cancelled: 0,
-            peak_queued: 0,
+            dropped_groups: 0,
+            dropped_bytes: 0,
+            reset_bytes: 0,
+            released_bytes: 0,
+            stopped_groups: 0,
+            since_policy: 0,
+            peak_unread: 0,
+            peak_since_policy: 0,
+            open_groups: OpenGroups::default(),
+            grace: PublishGrace::default(),
+            live: Vec::new(),
+            closed: None,
         };
         assert!(
             self.clients.insert(who, client).is_none(),
@@ -233,19 +335,6 @@ impl Sim {
         );
         self.deliver(meeting, actions);
         Ok(who)
-    }
-
-    /// Leaves; the groups it was publishing are reset for their subscribers.
-    fn leave(&mut self, who: Who) {
-        for i in 0..self.sources.len() {
-            if self.sources[i].who == who {
-                self.end_group(i, true);
-                self.sources[i].running = false;
-            }
-        }
-        let actions = self.meetings[who.meeting].leave(who.id);
-        self.clients.get_mut(&who).expect("unknown client").present = false;
-        self.deliver(who.meeting, actions);
     }
 
     fn publish(&mut self, who: Who, info: TrackInfo) -> Result<(), SessionError> {
@@ -266,10 +355,16 @@ impl Sim {
             track,
             kind: TrackKind::VIDEO,
             layers,
-            priority: 1,
+            priority: video.priority,
         };
         self.publish(who, info)?;
-        for layer in 0..layers {
+        self.start_video(who, info, video);
+        Ok(())
+    }
+
+    /// Starts sending group streams for `info`'s layers, published or not.
+    fn start_video(&mut self, who: Who, info: TrackInfo, video: Video) {
+        for layer in 0..info.layers {
             self.sources.push(Source {
                 who,
                 info,
@@ -283,7 +378,29 @@ impl Sim {
                 sent: Vec::new(),
             });
         }
-        Ok(())
+    }
+
+    /// Starts sending an audio datagram every 20 ms on `track`, published or not.
+    fn start_audio(&mut self, who: Who, track: TrackId) {
+        self.audio.push(Audio {
+            who,
+            track,
+            running: true,
+            next_at: self.now,
+            route: None,
+            lookups: 0,
+            sent: Vec::new(),
+            unrouted: 0,
+        });
+    }
+
+    /// The publisher stops sending on `track` without finishing its open groups.
+    fn pause(&mut self, who: Who, track: TrackId) {
+        for s in self.sources.iter_mut() {
+            if s.who == who && s.info.track == track {
+                s.running = false;
+            }
+        }
     }
 
     fn subscribe(
@@ -300,15 +417,14 @@ impl Sim {
     }
 
     fn set_rate(&mut self, who: Who, rate: usize) {
-        self.clients.get_mut(&who).expect("unknown client").rate = rate;
+        self.client_mut(who).rate = rate;
     }
 
-    /// Gives a client a queue with other limits; only before anything reached it.
+    /// Gives a client other queue limits; only before anything reached it.
     fn set_queue_limits(&mut self, who: Who, limits: QueueLimits) {
-        let client = self.clients.get_mut(&who).expect("unknown client");
+        let client = self.client_mut(who);
         assert_eq!(client.pushed, 0, "the queue is already in use");
         client.limits = limits;
-        client.queue = SubscriberQueue::new(limits);
     }
 
     /// The control messages a client received, in order.
@@ -331,14 +447,34 @@ impl Sim {
             .collect()
     }
 
+    /// Bytes pushed to `who` that its writers have not taken yet.
+    fn unread(&self, who: Who) -> usize {
+        let c = self.client(who);
+        c.open
+            .iter()
+            .map(|&k| &c.received[k])
+            .filter_map(|e| self.groups[e.slot].buf.as_ref()?.lag(e.reader))
+            .map(|l| l.bytes)
+            .sum()
+    }
+
     fn drops_of(&self, who: Who) -> impl Iterator<Item = &DropEvent> + '_ {
         self.drops.iter().filter(move |d| d.who == who)
+    }
+
+    /// Bytes the buffers of `who`'s groups hold now.
+    fn held_by(&self, who: Who) -> usize {
+        let live = &self.client(who).live;
+        live.iter()
+            .filter_map(|&g| self.groups[g].buf.as_ref())
+            .map(GroupBuffer::held_bytes)
+            .sum()
     }
 
     /// Stops every publisher, finishing the groups in flight.
     fn stop_publishing(&mut self) {
         for i in 0..self.sources.len() {
-            self.end_group(i, false);
+            self.end_group(i, None);
             self.sources[i].running = false;
         }
     }
@@ -350,196 +486,120 @@ impl Sim {
         }
     }
 
-    /// Advances the clock one tick: publishers emit the frames now due, then clients read.
+    /// Advances the clock one tick: waiting groups look again, publishers send what is
+    /// due, idle groups are reset, the periodic policy pass runs, then clients read.
     fn step(&mut self) {
         self.now += TICK;
+        for slot in self.waiting.clone() {
+            self.route_group(slot);
+        }
         for i in 0..self.sources.len() {
             while self.sources[i].running && self.sources[i].next_frame_at <= self.now {
                 self.emit_frame(i);
             }
         }
-        self.check();
-        for client in self.clients.values_mut().filter(|c| c.present) {
-            client.drain();
-        }
-        self.check();
-    }
-
-    fn check(&mut self) {
-        let at = self.now - self.start;
-        for (who, c) in self.clients.iter_mut().filter(|(_, c)| c.present) {
-            let queued = c.queue.queued_bytes();
-            assert!(
-                queued <= c.limits.max_bytes,
-                "{who:?} holds {queued} bytes at {at:?}"
-            );
-            let dropped = c.queue.counters().dropped_bytes;
-            let accounted = c.written + queued as u64 + dropped + c.cancelled;
-            assert_eq!(c.pushed, accounted, "{who:?} lost track of bytes at {at:?}");
-            c.peak_queued = c.peak_queued.max(queued);
-        }
-    }
-
-    fn emit_frame(&mut self, i: usize) {
-        if self.sources[i].open.is_none() || self.sources[i].keyframe_wanted {
-            self.end_group(i, false);
-            self.open_group(i);
-        }
-        let src = &mut self.sources[i];
-        let object = src.frame;
-        let length = if object == 0 {
-            src.video.keyframe_bytes
-        } else {
-            src.video.delta_bytes
-        };
-        let group = src.sent.len() as u64 - 1;
-        let fill = (src.who.meeting as u64 * 131
-            + src.who.id * 31
-            + src.info.track * 7
-            + u64::from(src.layer) * 3
-            + group * 5
-            + u64::from(object)) as u8;
-        let mut frame = BytesMut::with_capacity(length + 16);
-        let header = ObjectHeader {
-            object: u64::from(object),
-            flags: if object == 0 { FLAG_KEYFRAME } else { 0 },
-            length: length as u32,
-        };
-        header.encode(&mut frame);
-        frame.put_bytes(fill, length);
-        let mut frame = frame.freeze();
-        let mut chunks = Vec::new();
-        while !frame.is_empty() {
-            chunks.push(frame.split_to(src.video.chunk_bytes.min(frame.len())));
-        }
-        src.frame += 1;
-        src.next_frame_at += Duration::from_secs(1) / src.video.fps;
-        let group_done = src.frame == src.video.group_frames;
-        let slots = src.open.clone().unwrap_or_default();
-        if let Some(sent) = src.sent.last_mut() {
-            sent.chunks.extend(chunks.iter().cloned());
-        }
-        for chunk in chunks {
-            for &(who, slot) in &slots {
-                self.push(who, slot, chunk.clone());
+        for i in 0..self.audio.len() {
+            while self.audio[i].running && self.audio[i].next_at <= self.now {
+                self.emit_datagram(i);
             }
         }
-        if group_done {
-            self.end_group(i, false);
-        }
-    }
-
-    /// Opens a group: a slot per subscriber of the layer, starting with the header.
-    fn open_group(&mut self, i: usize) {
-        let now = self.now;
-        let src = &mut self.sources[i];
-        let group = src.sent.len() as u64;
-        src.frame = 0;
-        src.keyframe_wanted = false;
-        let mut header = BytesMut::new();
-        GroupHeader {
-            publisher: src.who.id,
-            track: src.info.track,
-            group,
-            layer: src.layer,
-            priority: src.info.priority,
-        }
-        .encode(&mut header);
-        let header = header.freeze();
-        src.sent.push(Sent {
-            group,
-            header: header.clone(),
-            chunks: Vec::new(),
-        });
-        let (key, meeting) = (src.key(), src.who.meeting);
-        let priority = stream_priority(src.info.priority, group);
-        let targets: Vec<ParticipantId> = self.meetings[meeting]
-            .subscribers(key.publisher, key.track, key.layer)
-            .collect();
-        let mut slots = Vec::with_capacity(targets.len());
-        for id in targets {
-            let who = Who { meeting, id };
-            let client = self
-                .clients
-                .get_mut(&who)
-                .expect("subscriber is not a client");
-            assert!(client.present, "{who:?} left but is still subscribed");
-            let (slot, dropped) = client.queue.open(key, group, header.clone(), now);
-            client.pushed += header.len() as u64;
-            client.received.push(Received {
-                key,
-                group,
-                slot,
-                priority,
-                chunks: Vec::new(),
-                end: None,
-            });
-            self.after_drops(who, dropped);
-            slots.push((who, slot));
-        }
-        self.sources[i].open = Some(slots);
-    }
-
-    fn push(&mut self, who: Who, slot: SlotId, chunk: Bytes) {
-        let Some(client) = self.clients.get_mut(&who).filter(|c| c.present) else {
-            return;
-        };
-        client.pushed += chunk.len() as u64;
-        let dropped = client.queue.push(slot, chunk, self.now);
-        self.after_drops(who, dropped);
-    }
-
-    /// Ends the open group of source `i`: finished, or cancelled when the publisher failed.
-    fn end_group(&mut self, i: usize, cancel: bool) {
-        let Some(slots) = self.sources[i].open.take() else {
-            return;
-        };
-        for (who, slot) in slots {
-            let Some(client) = self.clients.get_mut(&who).filter(|c| c.present) else {
-                continue;
-            };
-            if cancel {
-                let before = client.queue.queued_bytes();
-                client.queue.cancel(slot);
-                client.cancelled += (before - client.queue.queued_bytes()) as u64;
-            } else {
-                client.queue.finish(slot);
-            }
-        }
-    }
-
-    /// Records policy drops and, where the newest group was lost, asks for a keyframe.
-    fn after_drops(&mut self, who: Who, dropped: Vec<Dropped>) {
-        for d in dropped {
-            let newest = self
-                .sources
-                .iter()
-                .find(|s| s.who.meeting == who.meeting && s.key() == d.key)
-                .map_or(0, |s| s.sent.len() as u64 - 1);
-            self.drops.push(DropEvent {
-                at: self.now,
-                who,
-                dropped: d,
-                newest,
-            });
-            if d.need_keyframe {
-                let k = d.key;
-                let actions = self.meetings[who.meeting].request_keyframe(
-                    k.publisher,
-                    k.track,
-                    k.layer,
-                    self.now,
-                );
-                for Action::Send { to, msg } in &actions {
-                    assert_eq!(*to, k.publisher, "a keyframe request went to someone else");
-                    let wanted = ServerMessage::KeyframeRequest {
-                        track: k.track,
-                        layer: k.layer,
-                    };
-                    assert_eq!(*msg, wanted);
+        self.reclaim_idle();
+        if self.now >= self.next_policy {
+            self.next_policy += POLICY_INTERVAL;
+            let who: Vec<Who> = self.clients.keys().copied().collect();
+            for w in who {
+                if !self.client(w).open.is_empty() {
+                    self.policy_pass(w);
                 }
-                self.deliver(who.meeting, actions);
             }
+        }
+        self.check(false);
+        let who: Vec<Who> = self.clients.keys().copied().collect();
+        for w in who {
+            if self.client(w).present {
+                self.drain(w);
+            }
+        }
+        self.check(true);
+        for c in self.clients.values_mut() {
+            let groups = &self.groups;
+            c.live.retain(|&g| {
+                !groups[g].ended || groups[g].buf.as_ref().is_some_and(|b| b.held_bytes() > 0)
+            });
+        }
+    }
+
+    /// The invariants, after the publish phase and (`drained`) after the writers ran:
+    ///
+    /// - every open entry's buffer agrees with the simulator on whether it still reads,
+    ///   and for each reading one, `offered == written + lag` (not a byte lost or made up);
+    /// - per client, `pushed == written + unread + dropped + reset + released`;
+    /// - per client, `unread <= max_bytes + bytes offered since its last policy pass`
+    ///   (what one [`POLICY_INTERVAL`] can add), and `unread <= max_publisher_bytes` per
+    ///   publisher it reads (a reader's lag is part of its group's held bytes);
+    /// - open entries still reading `<= max_groups`; after the writers ran, every open
+    ///   entry is still reading (a dropped or reset group's writer has reset it);
+    /// - a client who left has no open entry and no reader in any group;
+    /// - per publisher, the bytes its group buffers hold `<= max_publisher_bytes`.
+    ///
+    /// Every chunk written is checked where it is written (the same `Bytes` as pushed,
+    /// in order, to a present client that was a target of the group).
+    fn check(&mut self, drained: bool) {
+        let at = self.now - self.start;
+        let max_publisher = self.fanout.max_publisher_bytes;
+        for (who, c) in self.clients.iter_mut() {
+            if !c.present {
+                assert!(c.open.is_empty(), "{who:?} left with open groups");
+                continue;
+            }
+            let mut unread = 0;
+            let mut reading = 0;
+            let mut publishers = Vec::new();
+            for &k in &c.open {
+                let e = &c.received[k];
+                let lag = self.groups[e.slot]
+                    .buf
+                    .as_ref()
+                    .and_then(|b| b.lag(e.reader));
+                assert_eq!(lag.is_some(), e.reading, "{who:?} {e:?} at {at:?}");
+                if let Some(lag) = lag {
+                    assert_eq!(e.offered, e.written + lag.bytes as u64, "{who:?} {e:?}");
+                    unread += lag.bytes;
+                    reading += 1;
+                    if !publishers.contains(&e.key.publisher) {
+                        publishers.push(e.key.publisher);
+                    }
+                }
+            }
+            let accounted =
+                c.written + unread as u64 + c.dropped_bytes + c.reset_bytes + c.released_bytes;
+            assert_eq!(c.pushed, accounted, "{who:?} lost track of bytes at {at:?}");
+            let slack = c.limits.max_bytes as u64 + c.since_policy;
+            assert!(
+                unread as u64 <= slack,
+                "{who:?} has {unread} unread at {at:?}"
+            );
+            assert!(unread <= publishers.len() * max_publisher);
+            assert!(reading <= c.limits.max_groups, "{who:?}: {reading} groups");
+            if drained {
+                assert_eq!(reading, c.open.len(), "{who:?}: a writer did not reset");
+            }
+            c.peak_unread = c.peak_unread.max(unread);
+            c.peak_since_policy = c.peak_since_policy.max(c.since_policy);
+        }
+        for g in &self.groups {
+            for &(who, k) in &g.targets {
+                let c = &self.clients[&who];
+                assert!(
+                    c.present || !c.received[k].reading,
+                    "{who:?} left, still reads"
+                );
+            }
+        }
+        let publishers: Vec<Who> = self.clients.keys().copied().collect();
+        for p in publishers {
+            let held = self.held_by(p);
+            assert!(held <= max_publisher, "{p:?} holds {held} at {at:?}");
         }
     }
 
@@ -561,42 +621,16 @@ impl Sim {
     }
 }
 
-impl Client {
-    /// One step of the client's writers: resets dropped groups, then writes up to its
-    /// rate, highest stream priority first.
-    fn drain(&mut self) {
-        for rx in self.received.iter_mut().filter(|r| r.end.is_none()) {
-            if self.queue.is_dropped(rx.slot) {
-                assert_eq!(self.queue.pop(rx.slot), Pop::Dropped);
-                rx.end = Some(End::Dropped);
-            }
-        }
-        let rate = self.rate as i64;
-        self.credit = (self.credit + rate).min(rate);
-        let mut writers: Vec<usize> = (0..self.received.len())
-            .filter(|&k| self.received[k].end.is_none())
-            .collect();
-        writers.sort_by_key(|&k| (Reverse(self.received[k].priority), self.received[k].slot));
-        for k in writers {
-            let rx = &mut self.received[k];
-            while self.credit > 0 {
-                match self.queue.pop(rx.slot) {
-                    Pop::Chunk(chunk) => {
-                        self.credit -= chunk.len() as i64;
-                        self.written += chunk.len() as u64;
-                        rx.chunks.push(chunk);
-                    }
-                    Pop::Empty => break,
-                    Pop::Finished => {
-                        rx.end = Some(End::Finished);
-                        break;
-                    }
-                    Pop::Dropped => {
-                        rx.end = Some(End::Dropped);
-                        break;
-                    }
-                }
-            }
-        }
-    }
+/// The `n`th object of a frame as a publisher would send it.
+fn encode_frame(fill: u8, object: u32, length: usize) -> Bytes {
+    use bytes::{BufMut, BytesMut};
+    let mut frame = BytesMut::with_capacity(length + 16);
+    let header = ObjectHeader {
+        object: u64::from(object),
+        flags: if object == 0 { FLAG_KEYFRAME } else { 0 },
+        length: length as u32,
+    };
+    header.encode(&mut frame);
+    frame.put_bytes(fill, length);
+    frame.freeze()
 }
