@@ -125,6 +125,8 @@ struct Received {
     written: u64,
     /// Whether the simulator believes the reader still reads (checked against the buffer).
     reading: bool,
+    /// When its writer finished the stream.
+    finished_at: Option<Instant>,
 }
 
 /// A group a client lost while it went on for others: a policy drop or an eviction.
@@ -175,6 +177,7 @@ struct Client {
     grace: PublishGrace,
     /// Its groups whose buffers may still hold bytes.
     live: Vec<usize>,
+    peak_held: usize,
     closed: Option<SessionError>,
 }
 
@@ -327,6 +330,7 @@ impl Sim {
             open_groups: OpenGroups::default(),
             grace: PublishGrace::default(),
             live: Vec::new(),
+            peak_held: 0,
             closed: None,
         };
         assert!(
@@ -414,6 +418,11 @@ impl Sim {
             self.meetings[who.meeting].subscribe(who.id, publisher.id, track, layer, self.now)?;
         self.deliver(who.meeting, actions);
         Ok(())
+    }
+
+    fn unsubscribe(&mut self, who: Who, publisher: Who, track: TrackId) {
+        let meeting = &mut self.meetings[who.meeting];
+        meeting.unsubscribe(who.id, publisher.id, track).unwrap();
     }
 
     fn set_rate(&mut self, who: Who, rate: usize) {
@@ -600,6 +609,8 @@ impl Sim {
         for p in publishers {
             let held = self.held_by(p);
             assert!(held <= max_publisher, "{p:?} holds {held} at {at:?}");
+            let c = self.client_mut(p);
+            c.peak_held = c.peak_held.max(held);
         }
     }
 

@@ -175,6 +175,7 @@ impl Sim {
                 offered: len,
                 written: 0,
                 reading: true,
+                finished_at: None,
             });
             entries.push((target, c.received.len() - 1));
         }
@@ -493,6 +494,7 @@ impl Sim {
                         assert_eq!(e.offered, e.written);
                         e.reading = false;
                         e.end = Some(End::Finished);
+                        e.finished_at = Some(self.now);
                     }
                     Read::Reset => panic!("{who:?}: a reset nobody accounted for: {e:?}"),
                 }
