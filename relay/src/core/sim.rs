@@ -23,6 +23,7 @@ use orelay_proto::{
     ObjectHeader, ParticipantId, RejectReason, ServerMessage, TrackId, TrackInfo, TrackKind,
 };
 
+use self::audio::Audio;
 use super::{
     plan_drops, stream_priority, Action, Backlog, DropCause, FanoutLimits, GroupBuffer, Meeting,
     MeetingLimits, OpenGroups, PublishGrace, QueueLimits, ReaderId, ResetCause, RouteVersion,
@@ -30,6 +31,8 @@ use super::{
 };
 use crate::error::SessionError;
 
+#[path = "sim_audio.rs"]
+mod audio;
 #[path = "sim_fanout.rs"]
 mod fanout;
 #[path = "sim_fanout_tests.rs"]
@@ -230,20 +233,6 @@ struct Group {
     targets: Vec<(Who, usize)>,
 }
 
-/// An audio track's script: one datagram every 20 ms, routed through a cached route.
-#[derive(Debug)]
-struct Audio {
-    who: Who,
-    track: TrackId,
-    running: bool,
-    next_at: Instant,
-    /// The route cached as the shell caches it, checked against its version each datagram.
-    route: Option<(RouteVersion, u64, Vec<ParticipantId>)>,
-    lookups: u64,
-    sent: Vec<Bytes>,
-    unrouted: u64,
-}
-
 /// The simulator. See the module docs.
 struct Sim {
     start: Instant,
@@ -382,20 +371,6 @@ impl Sim {
                 sent: Vec::new(),
             });
         }
-    }
-
-    /// Starts sending an audio datagram every 20 ms on `track`, published or not.
-    fn start_audio(&mut self, who: Who, track: TrackId) {
-        self.audio.push(Audio {
-            who,
-            track,
-            running: true,
-            next_at: self.now,
-            route: None,
-            lookups: 0,
-            sent: Vec::new(),
-            unrouted: 0,
-        });
     }
 
     /// The publisher stops sending on `track` without finishing its open groups.
@@ -630,18 +605,4 @@ impl Sim {
             client.inbox.push((self.now, msg));
         }
     }
-}
-
-/// The `n`th object of a frame as a publisher would send it.
-fn encode_frame(fill: u8, object: u32, length: usize) -> Bytes {
-    use bytes::{BufMut, BytesMut};
-    let mut frame = BytesMut::with_capacity(length + 16);
-    let header = ObjectHeader {
-        object: u64::from(object),
-        flags: if object == 0 { FLAG_KEYFRAME } else { 0 },
-        length: length as u32,
-    };
-    header.encode(&mut frame);
-    frame.put_bytes(fill, length);
-    frame.freeze()
 }

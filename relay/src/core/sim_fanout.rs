@@ -535,66 +535,24 @@ impl Sim {
     }
 
     /// The relay closes a session that broke the protocol.
-    fn close(&mut self, who: Who, error: SessionError) {
+    pub(super) fn close(&mut self, who: Who, error: SessionError) {
         if self.client(who).present {
             self.client_mut(who).closed = Some(error);
             self.leave(who);
         }
     }
+}
 
-    /// An audio datagram: routed through the cached route while its version holds.
-    pub(super) fn emit_datagram(&mut self, i: usize) {
-        let a = &mut self.audio[i];
-        a.next_at += Duration::from_millis(20);
-        let datagram = Bytes::from(vec![a.sent.len() as u8; 160]);
-        a.sent.push(datagram.clone());
-        let (who, track) = (a.who, a.track);
-        let fresh = a.route.as_ref().is_some_and(|(v, at, _)| v.get() == *at);
-        if !fresh {
-            a.route = None;
-            let meeting = &self.meetings[who.meeting];
-            match meeting.route(who.id, who.id, track, 0, Transport::Datagram) {
-                Route::Deliver {
-                    targets, version, ..
-                } => {
-                    let handle = meeting.route_version(who.id, track).expect("routed");
-                    let a = &mut self.audio[i];
-                    a.lookups += 1;
-                    a.route = Some((handle, version, targets));
-                    self.client_mut(who).grace.routed();
-                }
-                Route::Unknown => {
-                    self.audio[i].unrouted += 1;
-                    let now = self.now;
-                    if self.client_mut(who).grace.unknown(now) == Grace::Expired {
-                        self.close(who, PeerMisbehaved::TrackNotPublished.into());
-                    }
-                    return;
-                }
-                Route::Invalid => {
-                    self.close(who, PeerMisbehaved::TrackNotPublished.into());
-                    return;
-                }
-            }
-        }
-        let key = TrackKey {
-            publisher: who.id,
-            track,
-            layer: 0,
-        };
-        let now = self.now;
-        let targets = self.audio[i]
-            .route
-            .as_ref()
-            .map(|r| r.2.clone())
-            .unwrap_or_default();
-        for id in targets {
-            let c = self.client_mut(Who {
-                meeting: who.meeting,
-                id,
-            });
-            assert!(c.present, "a datagram to {id}, who left");
-            c.datagrams.push((now, key, datagram.clone()));
-        }
-    }
+/// The `n`th object of a frame as a publisher would send it.
+fn encode_frame(fill: u8, object: u32, length: usize) -> Bytes {
+    use bytes::{BufMut, BytesMut};
+    let mut frame = BytesMut::with_capacity(length + 16);
+    let header = ObjectHeader {
+        object: u64::from(object),
+        flags: if object == 0 { FLAG_KEYFRAME } else { 0 },
+        length: length as u32,
+    };
+    header.encode(&mut frame);
+    frame.put_bytes(fill, length);
+    frame.freeze()
 }
