@@ -285,7 +285,7 @@ impl GroupBuffer {
     /// had not read yet, or `None` if it was not reading.
     pub fn drop_reader(&mut self, id: ReaderId) -> Option<usize> {
         let i = id.0 as usize;
-        if self.readers.get(i)?.state != ReaderState::Reading {
+        if self.readers.get(i)?.state != ReaderState::Reading || self.is_reset() {
             return None;
         }
         let lag = self.lag(id).map_or(0, |l| l.bytes);
@@ -333,6 +333,7 @@ impl GroupBuffer {
     /// The next step for reader `id`; on `Pending`, `waker` is woken when there is more.
     pub fn read(&mut self, id: ReaderId, waker: &Waker) -> Read {
         let i = id.0 as usize;
+        let next = self.next_index();
         let Some(reader) = self.readers.get_mut(i) else {
             return Read::Reset;
         };
@@ -349,9 +350,7 @@ impl GroupBuffer {
             return Read::Reset;
         }
         let cursor = reader.cursor;
-        let next = self.base + self.entries.len() as u64;
         if cursor < next {
-            let reader = &mut self.readers[i];
             let entry = &mut self.entries[(cursor - self.base) as usize];
             let chunk = entry.bytes.clone();
             entry.pending -= 1;
@@ -377,7 +376,7 @@ impl GroupBuffer {
     /// Whether reader `id` may go on writing; if so, `waker` is woken when that ends
     /// (the reader dropped or the group reset). For a writer blocked on its stream.
     pub fn watch(&mut self, id: ReaderId, waker: &Waker) -> bool {
-        let reset = matches!(self.end, Some(GroupEnd::Reset(_)));
+        let reset = self.is_reset();
         match self.readers.get_mut(id.0 as usize) {
             Some(r) if r.state == ReaderState::Reading && !reset => {
                 if !r.watch.as_ref().is_some_and(|w| w.will_wake(waker)) {
@@ -389,10 +388,15 @@ impl GroupBuffer {
         }
     }
 
-    /// How far behind reader `id` is, or `None` if it is no longer reading.
+    fn is_reset(&self) -> bool {
+        matches!(self.end, Some(GroupEnd::Reset(_)))
+    }
+
+    /// How far behind reader `id` is, or `None` if it is no longer reading (detached,
+    /// done, or the group was reset: a reset group is no subscriber's backlog).
     pub fn lag(&self, id: ReaderId) -> Option<Lag> {
         let reader = self.readers.get(id.0 as usize)?;
-        if reader.state != ReaderState::Reading {
+        if reader.state != ReaderState::Reading || self.is_reset() {
             return None;
         }
         let from = reader.cursor.saturating_sub(self.base) as usize;

@@ -15,12 +15,15 @@ pub mod routing;
 pub mod subscriber;
 pub mod waiting;
 
-// #[cfg(test)] mod sim; (being ported)
+#[cfg(test)]
+mod sim;
 
 pub use group::{DropCause, GroupBuffer, Lag, Read, ReaderId, ResetCause};
 pub use meeting::{Action, Meeting, MeetingLimits, Route, RouteVersion, Transport};
 pub use meeting_id::{JoinError, MeetingId};
 pub use ratelimit::{RateLimit, TokenBucket};
-pub use routing::{stream_priority, Grace, OpenGroups, Opened, PublishGrace, PUBLISH_GRACE};
-pub use subscriber::{plan_drops, Backlog, GroupDrop, QueueLimits, TrackKey};
+pub use routing::{
+    stream_priority, FanoutLimits, Grace, OpenGroups, Opened, PublishGrace, PUBLISH_GRACE,
+};
+pub use subscriber::{plan_drops, Backlog, GroupDrop, QueueLimits, TrackKey, POLICY_INTERVAL};
 pub use waiting::Waiting;

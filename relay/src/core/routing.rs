@@ -22,10 +22,53 @@ pub const PUBLISH_GRACE: Duration = Duration::from_secs(1);
 pub const MAX_OPEN_GROUPS_PER_LAYER: usize = 4;
 
 /// Stream priority of a group towards subscribers: the priority of the *published
-/// track* (never the one a group header claims), then newer groups first. Uses the low
-/// 23 bits of the group sequence, so a wrap briefly inverts one pair of groups.
+/// track* (from `Publish`; never the one a group header claims), then newer groups
+/// first. Uses the low 23 bits of the group sequence, so a wrap briefly inverts one
+/// pair of groups. Known gaps (see `a_priority_255_flooder_cannot_starve...` in the
+/// simulator): the track priority is still the publisher's choice, and groups of
+/// different publishers are compared by their numbers too, so a publisher claiming
+/// 255, or numbering its groups near 2^23, is served first on a shared subscriber's
+/// link. Its memory is bounded by its budget; its share of the link is not yet.
 pub fn stream_priority(track_priority: u8, group: u64) -> i32 {
     (i32::from(track_priority) << 23) | (group & 0x7f_ffff) as i32
+}
+
+/// Limits on what one publisher's groups may cost the relay, whoever subscribes.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct FanoutLimits {
+    /// Most bytes (as [`GroupBuffer::held_bytes`](super::GroupBuffer::held_bytes)
+    /// counts them) all of one publisher's group buffers may hold at once. Each chunk
+    /// is pushed with [`FanoutLimits::group_budget`]; past it the slowest readers of
+    /// that group are detached, so one publisher's slow audience never costs more.
+    pub max_publisher_bytes: usize,
+    /// A group that receives no bytes for this long is reset with
+    /// [`ResetCause::Idle`](super::ResetCause::Idle): a stalled publisher pins nothing.
+    pub group_idle_timeout: Duration,
+}
+
+impl Default for FanoutLimits {
+    fn default() -> Self {
+        Self {
+            max_publisher_bytes: 4 * 1024 * 1024,
+            // Frames come every few tens of milliseconds and a group lasts a keyframe
+            // interval; seconds without a byte is a publisher that stopped mid-group.
+            group_idle_timeout: Duration::from_secs(3),
+        }
+    }
+}
+
+impl FanoutLimits {
+    /// The budget to push a chunk (or open a group) with, given the bytes held by the
+    /// same publisher's *other* group buffers (finished ones still draining included).
+    pub fn group_budget(&self, held_by_other_groups: usize) -> usize {
+        self.max_publisher_bytes
+            .saturating_sub(held_by_other_groups)
+    }
+
+    /// Whether a group whose last chunk arrived at `last_push` is idle at `now`.
+    pub fn is_idle(&self, last_push: Instant, now: Instant) -> bool {
+        now.saturating_duration_since(last_push) >= self.group_idle_timeout
+    }
 }
 
 /// What to do with media for a track the sender has not (yet) published.

@@ -6,7 +6,6 @@ use std::time::Duration;
 
 use super::*;
 use crate::core::meeting::KEYFRAME_REQUEST_INTERVAL;
-use crate::core::queue::QueueCounters;
 
 const PASSCODE: &str = "correct horse battery";
 
@@ -94,9 +93,9 @@ fn fast_subscribers_get_every_chunk_in_order_sharing_the_publishers_bytes() {
             .iter()
             .all(|rx| rx.end == Some(End::Finished)));
         assert_faithful(&sim, s);
-        assert_eq!(client.queue.counters(), QueueCounters::default());
-        assert_eq!(client.queue.queued_bytes(), 0);
-        assert_eq!(client.queue.open_groups(), 0);
+        assert_eq!((client.dropped_groups, client.dropped_bytes), (0, 0));
+        assert_eq!(sim.unread(s), 0);
+        assert!(client.open.is_empty());
     }
     assert!(sim.drops.is_empty());
 }
@@ -122,37 +121,42 @@ fn stalled_subscriber_stays_within_its_budget_and_fast_ones_do_not_notice() {
     for &s in &fast {
         assert_eq!(contents(&sim, s), contents(&alone, s), "{s:?} noticed");
         assert_eq!(sim.client(s).received.len(), sim.sources[0].sent.len());
-        assert_eq!(sim.client(s).queue.counters(), QueueCounters::default());
+        let client = sim.client(s);
+        assert_eq!((client.dropped_groups, client.dropped_bytes), (0, 0));
         assert_faithful(&sim, s);
     }
     for &s in &all[3..] {
         let client = sim.client(s);
-        // The budget was checked after every step; it was also really under pressure.
-        assert!(client.peak_queued <= limits.max_bytes);
+        // The budget (plus what one policy interval adds) was checked after every
+        // step; it was also really under pressure.
+        let slack = limits.max_bytes as u64 + client.peak_since_policy;
+        assert!(client.peak_unread as u64 <= slack);
         assert!(
-            client.peak_queued > limits.max_bytes * 3 / 4,
+            client.peak_unread > limits.max_bytes * 3 / 4,
             "{s:?} never filled"
         );
         let drops: Vec<&DropEvent> = sim.drops_of(s).collect();
-        let counters = client.queue.counters();
         assert!(!drops.is_empty());
-        assert_eq!(counters.dropped_groups, drops.len() as u64);
-        let policy_bytes: u64 = drops.iter().map(|d| d.dropped.bytes as u64).sum();
-        assert!(counters.dropped_bytes >= policy_bytes);
+        assert_eq!(client.dropped_groups, drops.len() as u64);
+        let policy_bytes: u64 = drops.iter().map(|d| d.bytes as u64).sum();
+        assert_eq!(client.dropped_bytes, policy_bytes);
         assert_faithful(&sim, s);
     }
     let stalled = sim.client(all[3]);
     // Every full group overflowed the budget; the last, one keyframe long, still waits.
     let (last, full) = stalled.received.split_last().unwrap();
-    assert!(full.iter().all(|rx| rx.end == Some(End::Dropped)));
+    assert!(full.iter().all(|rx| rx.end == Some(End::Reset)));
     assert_eq!(last.end, None);
     assert_eq!(stalled.received.len(), sim.sources[0].sent.len());
-    let policy_bytes: u64 = sim.drops_of(all[3]).map(|d| d.dropped.bytes as u64).sum();
-    let dropped_bytes = stalled.queue.counters().dropped_bytes;
-    assert!(
-        dropped_bytes > policy_bytes,
-        "chunks arriving for a dropped group count too"
-    );
+    // Chunks that arrive after a drop are never the dropped reader's: with one shared
+    // buffer they cost it nothing, so every lost byte is one the policy counted.
+    let lost: u64 = stalled
+        .received
+        .iter()
+        .map(|rx| rx.offered - rx.written)
+        .sum();
+    let unread = sim.unread(all[3]) as u64;
+    assert_eq!(stalled.dropped_bytes + unread, lost);
 }
 
 #[test]
@@ -177,11 +181,8 @@ fn a_subscriber_that_falls_behind_skips_superseded_groups_and_keeps_the_newest()
         let drops: Vec<&DropEvent> = sim.drops_of(s).collect();
         assert!(drops.len() >= 3, "{s:?} kept up after all");
         for d in &drops {
-            assert!(
-                d.dropped.group < d.newest,
-                "{s:?} dropped its newest group: {d:?}"
-            );
-            assert!(!d.dropped.need_keyframe);
+            assert!(d.group < d.newest, "{s:?} dropped its newest group: {d:?}");
+            assert!(!d.need_keyframe);
         }
         let client = sim.client(s);
         let newest = client.received.last().unwrap();
@@ -194,16 +195,16 @@ fn a_subscriber_that_falls_behind_skips_superseded_groups_and_keeps_the_newest()
             assert!(client
                 .received
                 .iter()
-                .any(|rx| rx.group > d.dropped.group && rx.end != Some(End::Dropped)));
+                .any(|rx| rx.group > d.group && rx.end != Some(End::Reset)));
         }
         assert_faithful(&sim, s);
     }
     assert!(
-        sim.client(late).peak_queued < QueueLimits::default().max_bytes / 2,
+        sim.client(late).peak_unread < QueueLimits::default().max_bytes / 2,
         "late, not over budget"
     );
     assert!(
-        sim.client(tight).peak_queued > 140_000,
+        sim.client(tight).peak_unread > 140_000,
         "over budget, not late"
     );
     let after_subscribing = |at: &Instant| *at > sim.start;
@@ -252,10 +253,10 @@ fn losing_the_newest_group_asks_the_publisher_for_a_keyframe_once_per_interval_p
         let lost_newest: Vec<&DropEvent> = sim
             .drops
             .iter()
-            .filter(|d| d.dropped.need_keyframe && d.dropped.key.layer == layer)
+            .filter(|d| d.need_keyframe && d.key.layer == layer)
             .collect();
         for d in &lost_newest {
-            assert_eq!(d.dropped.group, d.newest);
+            assert_eq!(d.group, d.newest);
             let covered = requests
                 .iter()
                 .any(|&r| r <= d.at && d.at - r < KEYFRAME_REQUEST_INTERVAL);
@@ -276,14 +277,14 @@ fn losing_the_newest_group_asks_the_publisher_for_a_keyframe_once_per_interval_p
         );
     }
     // Two stalled subscribers of layer 0 lose each group at the same moment: one request.
-    let at_once = |x: &DropEvent, y: &DropEvent| x.at == y.at && x.dropped.group == y.dropped.group;
+    let at_once = |x: &DropEvent, y: &DropEvent| x.at == y.at && x.group == y.group;
     let (drops_a, drops_b): (Vec<_>, Vec<_>) =
         (sim.drops_of(a).collect(), sim.drops_of(b).collect());
     assert_eq!(drops_a.len(), drops_b.len());
     assert!(drops_a.iter().zip(&drops_b).all(|(x, y)| at_once(x, y)));
     // `c` loses layer 1 at those same moments, and layer 1 is asked for then too: the
     // throttle is per layer, not per track.
-    assert!(sim.drops_of(c).any(|d| d.dropped.need_keyframe));
+    assert!(sim.drops_of(c).any(|d| d.need_keyframe));
     let layer_0 = sim.keyframe_requests(publisher, 0);
     let layer_1 = sim.keyframe_requests(publisher, 1);
     assert_eq!(layer_0, layer_1);
@@ -331,15 +332,16 @@ fn the_group_limit_drops_only_the_oldest_groups_and_asks_for_no_keyframe() {
     sim.run_for(ms(1_600));
 
     let drops = |who| -> Vec<(TrackId, u64, bool)> {
-        let d = sim.drops_of(who).map(|d| &d.dropped);
-        d.map(|d| (d.key.track, d.group, d.need_keyframe)).collect()
+        sim.drops_of(who)
+            .map(|d| (d.key.track, d.group, d.need_keyframe))
+            .collect()
     };
     // Three slots: each new group past the third drops the oldest one, nothing more.
     assert_eq!(drops(viewer), [(1, 0, false), (2, 0, false)]);
-    assert_eq!(sim.client(viewer).queue.open_groups(), 3);
+    assert_eq!(sim.client(viewer).open.len(), 3);
     // Two slots: the group dropped is the one the new group supersedes, so no keyframe.
     assert_eq!(drops(narrow), [(1, 0, false), (2, 0, false), (1, 1, false)]);
-    assert_eq!(sim.client(narrow).queue.open_groups(), 2);
+    assert_eq!(sim.client(narrow).open.len(), 2);
     let subscribed = [sim.start, sim.start + ms(500)];
     assert!(sim
         .keyframe_requests(camera, 0)
@@ -390,7 +392,7 @@ fn meetings_are_isolated() {
         }
     }
     assert!(sim.drops.iter().all(|d| d.who.meeting == 0));
-    assert!(sim.drops_of(subs0[1]).any(|d| d.dropped.need_keyframe));
+    assert!(sim.drops_of(subs0[1]).any(|d| d.need_keyframe));
     // Meeting 1's publisher heard only its own subscribers' requests, when they subscribed.
     assert!(sim
         .keyframe_requests(p1, 0)
@@ -400,6 +402,7 @@ fn meetings_are_isolated() {
     for &s in &subs1 {
         let sent = sim.source(p1, 1, 0).sent.len();
         assert_eq!(sim.client(s).received.len(), sent);
-        assert_eq!(sim.client(s).queue.counters(), QueueCounters::default());
+        let client = sim.client(s);
+        assert_eq!((client.dropped_groups, client.dropped_bytes), (0, 0));
     }
 }

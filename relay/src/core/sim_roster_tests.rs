@@ -133,10 +133,10 @@ fn leaving_ends_subscriptions_and_tells_everyone_else() {
         .filter(|rx| rx.key.publisher == bob.id)
         .map(|rx| rx.end)
         .collect();
-    assert_eq!(from_bob, [Some(End::Finished), Some(End::Dropped)]);
-    assert_eq!(sim.client(alice).queue.counters().dropped_groups, 0);
+    assert_eq!(from_bob, [Some(End::Finished), Some(End::Reset)]);
+    assert_eq!(sim.client(alice).dropped_groups, 0);
     assert_eq!(
-        sim.client(alice).cancelled,
+        sim.client(alice).reset_bytes,
         0,
         "the fast reader had nothing queued"
     );

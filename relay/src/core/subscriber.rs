@@ -23,11 +23,6 @@ use orelay_proto::{ParticipantId, TrackId};
 
 use super::group::{DropCause, Lag};
 
-/// How often each subscriber's policy runs besides when a group opens for it: the
-/// granularity of the late-group rule and of the subscriber byte budget (a group
-/// buffer's own budget is checked on every push).
-pub const POLICY_INTERVAL: Duration = Duration::from_millis(50);
-
 /// A track layer as seen by a subscriber.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, PartialOrd, Ord)]
 pub struct TrackKey {
@@ -38,6 +33,13 @@ pub struct TrackKey {
     /// The layer.
     pub layer: u8,
 }
+
+/// How often the I/O shell runs [`plan_drops`] for every subscriber with open groups,
+/// besides once each time a group opens for it. Between two passes a subscriber's
+/// unread bytes can exceed `max_bytes` by what arrives for it in one interval (each
+/// group's share of that is bounded by its publisher's budget,
+/// [`FanoutLimits::max_publisher_bytes`](super::routing::FanoutLimits)).
+pub const POLICY_INTERVAL: Duration = Duration::from_millis(50);
 
 /// Limits of one subscriber's backlog.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -201,6 +203,7 @@ mod tests {
     #[test]
     fn over_budget_superseded_groups_go_first_then_the_oldest_with_a_keyframe_request() {
         let now = Instant::now();
+        // 2100 unread: dropping the superseded VIDEO 1 leaves 1400, still over.
         let limits = QueueLimits {
             max_bytes: 1000,
             ..QueueLimits::default()
