@@ -20,7 +20,7 @@ use serde_json::json;
 use tokio::sync::Semaphore;
 use tokio::time::{sleep, sleep_until, Instant};
 
-use crate::procfs::{cpu_between, Proc};
+use crate::procfs::{cpu_between, stat_cpu_between, Proc};
 use crate::{CellArgs, Profile, Target};
 
 /// The publisher's track ID (every publisher uses the same one).
@@ -293,6 +293,7 @@ pub async fn run(args: CellArgs) -> anyhow::Result<serde_json::Value> {
 
     let (cpu_us, cpu_pct) = cpu_between(&t0, &t1);
     let (_, load_cpu_pct) = cpu_between(&l0, &l1);
+    let (stat_cpu_us, _) = stat_cpu_between(&t0, &t1);
     let sent = sent_in_window.load(Relaxed);
     let received: u64 = stats.per_sub.iter().map(|c| c.load(Relaxed)).sum();
     let worst = stats
@@ -330,6 +331,7 @@ pub async fn run(args: CellArgs) -> anyhow::Result<serde_json::Value> {
         "latency_max_us": h.max(),
         "target_cpu_us": cpu_us,
         "target_cpu_pct": cpu_pct,
+        "target_stat_cpu_us": stat_cpu_us,
         "cpu_us_per_1k": if delivered == 0 { 0.0 } else { cpu_us as f64 * 1000.0 / delivered as f64 },
         "rss_idle_kib": rss_idle,
         "rss_start_kib": t0.rss_kib,

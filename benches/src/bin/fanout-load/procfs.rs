@@ -14,8 +14,11 @@ pub struct Proc {
 /// One sample: CPU time used so far and resident memory now.
 #[derive(Debug, Clone, Copy)]
 pub struct Sample {
-    /// User + system CPU time in microseconds.
+    /// User + system CPU time in microseconds: from the per-thread nanosecond run
+    /// times in `/proc/PID/task/*/schedstat` when readable, else `/proc/PID/stat`.
     pub cpu_us: u64,
+    /// User + system CPU time from `/proc/PID/stat` (clock-tick resolution).
+    pub stat_cpu_us: u64,
     /// Resident set size in KiB.
     pub rss_kib: u64,
     /// When the sample was taken.
@@ -46,7 +49,8 @@ impl Proc {
             Ok(fields.get(i).context("short stat")?.parse::<u64>()?)
         };
         let total_ticks = ticks(11)? + ticks(12)?;
-        let cpu_us = total_ticks * 1_000_000 / self.clk_tck.max(1);
+        let stat_cpu_us = total_ticks * 1_000_000 / self.clk_tck.max(1);
+        let cpu_us = self.schedstat_us().unwrap_or(stat_cpu_us);
         let status = std::fs::read_to_string(self.path("status"))?;
         let rss_kib = status
             .lines()
@@ -56,15 +60,38 @@ impl Proc {
             .unwrap_or(0);
         Ok(Sample {
             cpu_us,
+            stat_cpu_us,
             rss_kib,
             at,
         })
     }
 }
 
+impl Proc {
+    /// Sum over the process's threads of their time on a CPU, in microseconds
+    /// (`/proc/PID/task/TID/schedstat`, first field, nanoseconds). Threads that exited
+    /// are not counted, so this is only used between two samples of a steady process.
+    fn schedstat_us(&self) -> Option<u64> {
+        let mut total_ns = 0u64;
+        for entry in std::fs::read_dir(self.path("task")).ok()? {
+            let path = entry.ok()?.path().join("schedstat");
+            let text = std::fs::read_to_string(path).ok()?;
+            total_ns += text.split_whitespace().next()?.parse::<u64>().ok()?;
+        }
+        Some(total_ns / 1_000)
+    }
+}
+
 /// CPU used between two samples: microseconds and percent of one core.
 pub fn cpu_between(a: &Sample, b: &Sample) -> (u64, f64) {
     let cpu = b.cpu_us.saturating_sub(a.cpu_us);
+    let wall = b.at.duration_since(a.at).as_micros().max(1) as f64;
+    (cpu, 100.0 * cpu as f64 / wall)
+}
+
+/// Like [`cpu_between`] from `/proc/PID/stat` only, as a cross-check.
+pub fn stat_cpu_between(a: &Sample, b: &Sample) -> (u64, f64) {
+    let cpu = b.stat_cpu_us.saturating_sub(a.stat_cpu_us);
     let wall = b.at.duration_since(a.at).as_micros().max(1) as f64;
     (cpu, 100.0 * cpu as f64 / wall)
 }
