@@ -108,6 +108,15 @@ async fn past_the_unjoined_cap_the_oldest_waiting_connection_makes_room() {
     let (relay, client) = start(cfg);
     // One connection sits there without joining; a newcomer is never refused for it...
     let idle = client.connect(relay.addr).await.unwrap();
+    // Its handshake is complete on the relay's side too (else it is abandoned silently).
+    let stats = relay.stats.clone();
+    assert!(
+        eventually(Duration::from_secs(10), || stats
+            .snapshot()
+            .connections_accepted
+            == 1)
+        .await
+    );
     let _joined = client
         .join(relay.addr, &meeting_id(5), "pw", b"n")
         .await
