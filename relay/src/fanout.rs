@@ -32,8 +32,6 @@ pub(crate) struct GroupCell {
     /// Track layer and group sequence, for the subscriber's drop policy.
     pub(crate) key: TrackKey,
     pub(crate) group: u64,
-    /// Stream priority towards subscribers (from the published track).
-    pub(crate) priority: i32,
     publisher: Arc<PublisherHeld>,
     stats: Arc<RelayStats>,
     /// Tells the ingest task the relay reset this group, so it stops reading.
@@ -45,7 +43,6 @@ impl GroupCell {
         buffer: GroupBuffer,
         key: TrackKey,
         group: u64,
-        priority: i32,
         publisher: Arc<PublisherHeld>,
         stats: Arc<RelayStats>,
     ) -> Self {
@@ -56,7 +53,6 @@ impl GroupCell {
             buffer: Mutex::new(buffer),
             key,
             group,
-            priority,
             publisher,
             stats,
             ingest_stop: Notify::new(),

@@ -34,7 +34,7 @@ use crate::core::{
 };
 use crate::error::{PeerMisbehaved, SessionError};
 use crate::fanout::{GroupCell, PublisherHeld};
-use crate::registry::{close, MeetingCell, OpenRead, Peer, Shared};
+use crate::registry::{close, MeetingCell, Peer, Shared};
 
 /// Largest chunk read from a publisher stream at once.
 const READ_CHUNK: usize = 64 * 1024;
@@ -149,7 +149,7 @@ pub(crate) async fn ingest_group(me: Arc<Participant>, mut stream: quinn::RecvSt
     };
     let header = split.header;
     let first_bytes = split.bytes.len() + split.rest.len();
-    let (targets, priority) = match group_targets(&me, &header).await {
+    let targets = match group_targets(&me, &header).await {
         Ok(routed) => routed,
         Err(None) => return,
         Err(Some(e)) => return close(&me.conn, &me.shared, &e),
@@ -166,7 +166,6 @@ pub(crate) async fn ingest_group(me: Arc<Participant>, mut stream: quinn::RecvSt
         buffer,
         key,
         header.group,
-        stream_priority(priority, header.group),
         me.held.clone(),
         stats.clone(),
     ));
@@ -180,16 +179,14 @@ pub(crate) async fn ingest_group(me: Arc<Participant>, mut stream: quinn::RecvSt
     stats.stream_bytes_in.fetch_add(first_bytes as u64, Relaxed);
     for (i, peer) in targets.into_iter().enumerate() {
         let reader = ReaderId(i as u32);
-        peer.reads().push(OpenRead {
-            group: cell.clone(),
-            reader,
-        });
+        let superseded = peer.open_read(&cell, reader);
         stats.reads_open.fetch_add(1, Relaxed);
         tokio::spawn(write_group(
             me.shared.clone(),
             peer.clone(),
             cell.clone(),
             reader,
+            superseded,
         ));
         enforce(&me.shared, &me.cell, &peer, now);
     }
@@ -294,12 +291,12 @@ fn request_keyframe(shared: &Shared, meeting: &MeetingCell, key: TrackKey, now: 
     state.apply(actions, shared);
 }
 
-/// The subscribers of a group and its track's priority, waiting out the publish grace.
+/// The subscribers of a group, waiting out the publish grace.
 /// `Err(None)`: the session is over, drop quietly; `Err(Some)`: close the connection.
 async fn group_targets(
     me: &Participant,
     header: &GroupHeader,
-) -> Result<(Vec<Arc<Peer>>, u8), Option<SessionError>> {
+) -> Result<Vec<Arc<Peer>>, Option<SessionError>> {
     loop {
         let published = me.published.notified();
         tokio::pin!(published);
@@ -316,15 +313,10 @@ async fn group_targets(
                 header.layer,
                 Transport::Stream,
             ) {
-                Route::Deliver {
-                    targets, priority, ..
-                } => Ok((
-                    targets
-                        .iter()
-                        .filter_map(|id| state.peers.get(id).cloned())
-                        .collect(),
-                    priority,
-                )),
+                Route::Deliver { targets, .. } => Ok(targets
+                    .iter()
+                    .filter_map(|id| state.peers.get(id).cloned())
+                    .collect()),
                 Route::Unknown => Err(false),
                 Route::Invalid => Err(true),
             }
@@ -386,7 +378,13 @@ pub(crate) fn enforce(shared: &Shared, meeting: &MeetingCell, peer: &Peer, now: 
 }
 
 /// Drains one subscriber's reader of a group into a new unidirectional stream.
-async fn write_group(shared: Arc<Shared>, peer: Arc<Peer>, cell: Arc<GroupCell>, reader: ReaderId) {
+async fn write_group(
+    shared: Arc<Shared>,
+    peer: Arc<Peer>,
+    cell: Arc<GroupCell>,
+    reader: ReaderId,
+    superseded: Arc<AtomicBool>,
+) {
     // However this ends, the reader is released and the subscriber's entry removed.
     let _guard = ReaderGuard {
         shared: &shared,
@@ -401,10 +399,16 @@ async fn write_group(shared: Arc<Shared>, peer: Arc<Peer>, cell: Arc<GroupCell>,
     let Some(mut stream) = opened else {
         return;
     };
-    let _ = stream.set_priority(cell.priority);
+    let mut demoted = superseded.load(Relaxed);
+    let _ = stream.set_priority(stream_priority(demoted));
     loop {
         match cell.read(reader).await {
             Read::Chunk(chunk) => {
+                if !demoted && superseded.load(Relaxed) {
+                    // A newer group of this track is on its way: it goes first.
+                    demoted = true;
+                    let _ = stream.set_priority(stream_priority(true));
+                }
                 let len = chunk.len();
                 let written = tokio::select! {
                     r = stream.write_chunk(chunk) => r.is_ok(),

@@ -7,7 +7,7 @@
 //! meeting's own work. Logs carry a keyed tag of the meeting ID, never the ID.
 
 use std::collections::HashMap;
-use std::sync::atomic::Ordering::Relaxed;
+use std::sync::atomic::{AtomicBool, Ordering::Relaxed};
 use std::sync::{Arc, Mutex, MutexGuard};
 use std::time::Instant;
 
@@ -52,6 +52,9 @@ pub(crate) struct MeetingState {
 pub(crate) struct OpenRead {
     pub(crate) group: Arc<GroupCell>,
     pub(crate) reader: ReaderId,
+    /// Set when a newer group of the same track layer opened for this subscriber; its
+    /// writer then lowers the stream's priority.
+    pub(crate) superseded: Arc<AtomicBool>,
 }
 
 /// A participant's connection as other participants' tasks see it.
@@ -74,6 +77,24 @@ impl Peer {
 
     pub(crate) fn reads(&self) -> MutexGuard<'_, Vec<OpenRead>> {
         self.reads.lock().unwrap_or_else(|p| p.into_inner())
+    }
+
+    /// Registers a new group for this subscriber, marking its older groups of the same
+    /// track layer superseded; returns the new group's flag for its writer.
+    pub(crate) fn open_read(&self, group: &Arc<GroupCell>, reader: ReaderId) -> Arc<AtomicBool> {
+        let superseded = Arc::new(AtomicBool::new(false));
+        let mut reads = self.reads();
+        for r in reads.iter() {
+            if r.group.key == group.key && r.group.group < group.group {
+                r.superseded.store(true, Relaxed);
+            }
+        }
+        reads.push(OpenRead {
+            group: group.clone(),
+            reader,
+            superseded: superseded.clone(),
+        });
+        superseded
     }
 
     /// Forgets the writer of `reader` in `group` (its stream ended one way or another).

@@ -125,11 +125,12 @@ async fn a_flooding_publisher_claiming_top_priority_cannot_evict_anothers_groups
     let mut people = meeting(&client, relay.addr, 2, 3).await;
     let (mut honest, mut flooder, mut viewer) =
         (people.remove(0), people.remove(0), people.remove(0));
+    // It claims the top priority in Publish and in every group header.
     let low = TrackInfo {
         track: 7,
         kind: TrackKind::SCREEN,
         layers: 1,
-        priority: 1,
+        priority: 255,
     };
     honest.publish(VIDEO).await.unwrap();
     flooder.publish(low).await.unwrap();

@@ -21,16 +21,21 @@ pub const PUBLISH_GRACE: Duration = Duration::from_secs(1);
 /// start (and streams that arrive out of order).
 pub const MAX_OPEN_GROUPS_PER_LAYER: usize = 4;
 
-/// Stream priority of a group towards subscribers: the priority of the *published
-/// track* (from `Publish`; never the one a group header claims), then newer groups
-/// first. Uses the low 23 bits of the group sequence, so a wrap briefly inverts one
-/// pair of groups. Known gaps (see `a_priority_255_flooder_cannot_starve...` in the
-/// simulator): the track priority is still the publisher's choice, and groups of
-/// different publishers are compared by their numbers too, so a publisher claiming
-/// 255, or numbering its groups near 2^23, is served first on a shared subscriber's
-/// link. Its memory is bounded by its budget; its share of the link is not yet.
-pub fn stream_priority(track_priority: u8, group: u64) -> i32 {
-    (i32::from(track_priority) << 23) | (group & 0x7f_ffff) as i32
+/// Stream priority of a group towards one subscriber. The relay assigns it; nothing a
+/// client claims (its track's `priority`, a group header's) enters into it, because
+/// priorities are compared across *all* the streams of a subscriber's connection: a
+/// publisher that could raise its own, or number its groups to look newest, would take
+/// that subscriber's whole link from everyone else's tracks. So every track's current
+/// group has the same priority (quinn serves equal priorities in turn, so publishers
+/// share the link), and a group superseded by a newer one of the same track layer
+/// drops below them (newer first within a track, without comparing group numbers
+/// across tracks).
+pub fn stream_priority(superseded: bool) -> i32 {
+    if superseded {
+        0
+    } else {
+        1
+    }
 }
 
 /// Limits on what one publisher's groups may cost the relay, whoever subscribes.
@@ -188,9 +193,8 @@ mod tests {
     };
 
     #[test]
-    fn priority_orders_by_track_then_newer_group() {
-        assert!(stream_priority(2, 0) > stream_priority(1, 1_000_000));
-        assert!(stream_priority(1, 6) > stream_priority(1, 5));
+    fn a_superseded_group_yields_to_every_current_one() {
+        assert!(stream_priority(false) > stream_priority(true));
     }
 
     #[test]

@@ -121,18 +121,16 @@ impl Sim {
                 Grace::Wait { .. } => {}
                 Grace::Expired => self.close(who, PeerMisbehaved::TrackNotPublished.into()),
             },
-            Route::Deliver {
-                targets, priority, ..
-            } => {
+            Route::Deliver { targets, .. } => {
                 self.client_mut(who).grace.routed();
                 self.waiting.retain(|&s| s != slot);
                 self.groups[slot].waiting = false;
-                self.forward_group(slot, &targets, priority);
+                self.forward_group(slot, &targets);
             }
         }
     }
 
-    fn forward_group(&mut self, slot: usize, targets: &[ParticipantId], track_priority: u8) {
+    fn forward_group(&mut self, slot: usize, targets: &[ParticipantId]) {
         let now = self.now;
         let (who, key, seq) = {
             let g = &self.groups[slot];
@@ -151,7 +149,7 @@ impl Sim {
             }
         }
         let header = self.groups[slot].header.clone();
-        let priority = stream_priority(track_priority, seq);
+        let priority = stream_priority(false);
         let mut entries = Vec::with_capacity(targets.len());
         for (i, &id) in targets.iter().enumerate() {
             let target = Who {
@@ -160,6 +158,13 @@ impl Sim {
             };
             let c = self.client_mut(target);
             assert!(c.present, "{target:?} left but is still subscribed");
+            // Its older groups of this track layer yield to the new one.
+            for &k in &c.open {
+                let e = &mut c.received[k];
+                if e.key == key && e.group < seq {
+                    e.priority = stream_priority(true);
+                }
+            }
             let len = header.len() as u64;
             c.pushed += len;
             c.since_policy += len;
@@ -457,48 +462,71 @@ impl Sim {
         c.credit = (c.credit + rate).min(rate);
         let mut writers = c.open.clone();
         writers.sort_by_key(|&k| (Reverse(c.received[k].priority), c.received[k].slot));
-        for k in writers {
-            let e = &mut c.received[k];
-            let g = &mut self.groups[e.slot];
-            let Some(buf) = g.buf.as_mut() else { continue };
-            while c.credit > 0 && e.end.is_none() {
-                match buf.read(e.reader, noop) {
-                    Read::Chunk(chunk) => {
-                        let sent = &self.sources[g.source].sent[g.seq as usize];
-                        let n = e.chunks.len();
-                        let want = if n == 0 {
-                            &sent.header
-                        } else {
-                            &sent.chunks[n - 1]
-                        };
-                        assert_eq!(
-                            chunk.as_ptr(),
-                            want.as_ptr(),
-                            "{who:?}: a copy or another chunk"
-                        );
-                        assert_eq!(chunk.len(), want.len());
-                        c.credit -= chunk.len() as i64;
-                        c.written += chunk.len() as u64;
-                        e.written += chunk.len() as u64;
-                        e.chunks.push(chunk);
-                        if c.stop_after.is_some_and(|n| e.chunks.len() >= n) {
-                            buf.release(e.reader);
-                            e.reading = false;
-                            e.end = Some(End::Stopped);
-                            c.released_bytes += e.offered - e.written;
-                            c.stopped_groups += 1;
+        // quinn serves streams of equal priority in turn: so do these writers, a chunk
+        // each per round, highest priority level first.
+        let mut level_start = 0;
+        while level_start < writers.len() {
+            let level = c.received[writers[level_start]].priority;
+            let level_end = writers[level_start..]
+                .iter()
+                .position(|&k| c.received[k].priority != level)
+                .map_or(writers.len(), |n| level_start + n);
+            let mut blocked = vec![false; level_end - level_start];
+            loop {
+                let mut progressed = false;
+                for (i, &k) in writers[level_start..level_end].iter().enumerate() {
+                    if c.credit <= 0 || blocked[i] || c.received[k].end.is_some() {
+                        continue;
+                    }
+                    let e = &mut c.received[k];
+                    let g = &mut self.groups[e.slot];
+                    let Some(buf) = g.buf.as_mut() else {
+                        blocked[i] = true;
+                        continue;
+                    };
+                    progressed = true;
+                    match buf.read(e.reader, noop) {
+                        Read::Chunk(chunk) => {
+                            let sent = &self.sources[g.source].sent[g.seq as usize];
+                            let n = e.chunks.len();
+                            let want = if n == 0 {
+                                &sent.header
+                            } else {
+                                &sent.chunks[n - 1]
+                            };
+                            assert_eq!(
+                                chunk.as_ptr(),
+                                want.as_ptr(),
+                                "{who:?}: a copy or another chunk"
+                            );
+                            assert_eq!(chunk.len(), want.len());
+                            c.credit -= chunk.len() as i64;
+                            c.written += chunk.len() as u64;
+                            e.written += chunk.len() as u64;
+                            e.chunks.push(chunk);
+                            if c.stop_after.is_some_and(|n| e.chunks.len() >= n) {
+                                buf.release(e.reader);
+                                e.reading = false;
+                                e.end = Some(End::Stopped);
+                                c.released_bytes += e.offered - e.written;
+                                c.stopped_groups += 1;
+                            }
                         }
+                        Read::Pending => blocked[i] = true,
+                        Read::Finished => {
+                            assert_eq!(e.offered, e.written);
+                            e.reading = false;
+                            e.end = Some(End::Finished);
+                            e.finished_at = Some(self.now);
+                        }
+                        Read::Reset => panic!("{who:?}: a reset nobody accounted for: {e:?}"),
                     }
-                    Read::Pending => break,
-                    Read::Finished => {
-                        assert_eq!(e.offered, e.written);
-                        e.reading = false;
-                        e.end = Some(End::Finished);
-                        e.finished_at = Some(self.now);
-                    }
-                    Read::Reset => panic!("{who:?}: a reset nobody accounted for: {e:?}"),
+                }
+                if !progressed || c.credit <= 0 {
+                    break;
                 }
             }
+            level_start = level_end;
         }
         c.open.retain(|&k| c.received[k].end.is_none());
     }

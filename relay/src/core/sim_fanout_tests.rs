@@ -264,13 +264,13 @@ fn a_priority_255_flooder_is_held_to_its_own_budget_and_group_limit() {
     }
 }
 
-/// FINDING (not yet fixed): stream priority is the publisher's own `TrackInfo::priority`,
-/// and writers send strictly by priority, so a publisher claiming 255 and sending
-/// faster than a shared subscriber can read takes all of that subscriber's bandwidth.
-/// Its budget bounds the memory it costs, not the bandwidth: the honest camera, a
-/// tenth of the flood's rate, is starved. This states the behaviour we want.
+/// Once a finding: stream priority was the publisher's own `TrackInfo::priority` (and
+/// then group numbers compared across publishers), so a publisher claiming 255 and
+/// sending faster than a shared subscriber can read took all of that subscriber's
+/// bandwidth. Now the relay assigns every current group the same priority and the
+/// writers share the link in turn: the honest camera, a tenth of the flood's rate,
+/// gets through.
 #[test]
-#[ignore = "finding: a priority-255 flooder starves a shared subscriber's other tracks"]
 fn a_priority_255_flooder_cannot_starve_a_shared_subscribers_other_tracks() {
     let mut sim = Sim::new(QueueLimits::default());
     let m = sim.add_meeting(PASSCODE, MeetingLimits::default());
