@@ -11,7 +11,7 @@ use anyhow::{bail, Context};
 use clap::Parser;
 use serde::Deserialize;
 
-use crate::core::{MeetingLimits, QueueLimits, RateLimit};
+use crate::core::{FanoutLimits, MeetingLimits, QueueLimits, RateLimit};
 
 /// The relay's settings. The TOML file uses the same field names.
 #[derive(Debug, Clone, PartialEq, Eq, Deserialize)]
@@ -270,6 +270,14 @@ impl Config {
             max_bytes: self.queue_bytes,
             max_group_delay: Duration::from_millis(self.max_group_delay_ms),
             ..QueueLimits::default()
+        }
+    }
+
+    /// The per-publisher fan-out limits.
+    pub fn fanout_limits(&self) -> FanoutLimits {
+        FanoutLimits {
+            max_publisher_bytes: self.publisher_bytes,
+            group_idle_timeout: Duration::from_millis(self.group_idle_timeout_ms),
         }
     }
 

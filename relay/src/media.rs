@@ -20,7 +20,7 @@
 use std::collections::HashMap;
 use std::sync::atomic::{AtomicBool, Ordering::Relaxed};
 use std::sync::{Arc, Mutex};
-use std::time::{Duration, Instant};
+use std::time::Instant;
 
 use bytes::Bytes;
 use orelay_proto::{DatagramHeader, ErrorCode, GroupHeader, ParticipantId, TrackId};
@@ -116,7 +116,7 @@ impl Participant {
     /// Most bytes one more push may leave this publisher's `cell` holding.
     fn budget(&self, cell: &GroupCell) -> usize {
         let others = self.held.get().saturating_sub(cell.held());
-        self.shared.config.publisher_bytes.saturating_sub(others)
+        self.shared.fanout.group_budget(others)
     }
 }
 
@@ -137,7 +137,7 @@ async fn read_header(stream: &mut quinn::RecvStream) -> Result<Option<SplitHeade
 
 /// Receives one group stream from a publisher and fans it out.
 pub(crate) async fn ingest_group(me: Arc<Participant>, mut stream: quinn::RecvStream) {
-    let idle = Duration::from_millis(me.shared.config.group_idle_timeout_ms);
+    let idle = me.shared.fanout.group_idle_timeout;
     let split = match tokio::time::timeout(idle, read_header(&mut stream)).await {
         Ok(Ok(Some(split))) => split,
         Ok(Ok(None)) => return,
@@ -190,6 +190,9 @@ pub(crate) async fn ingest_group(me: Arc<Participant>, mut stream: quinn::RecvSt
         ));
         enforce(&me.shared, &me.cell, &peer, now);
     }
+    // The header counts against the publisher's budget like any chunk.
+    let evicted = cell.with(|g| g.shed(me.budget(&cell)));
+    after_eviction(&me, &cell, &evicted, now);
     if !split.rest.is_empty() {
         push(&me, &cell, split.rest);
     }
@@ -272,6 +275,12 @@ fn push(me: &Participant, cell: &GroupCell, chunk: Bytes) {
     let now = Instant::now();
     let budget = me.budget(cell);
     let evicted = cell.with(|g| g.push(chunk, now, budget));
+    after_eviction(me, cell, &evicted, now);
+}
+
+/// Counts readers the publisher's budget pushed out of a group, and asks for a
+/// keyframe if they lost the newest group of the track layer.
+fn after_eviction(me: &Participant, cell: &GroupCell, evicted: &[ReaderId], now: Instant) {
     if evicted.is_empty() {
         return;
     }

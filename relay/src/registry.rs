@@ -18,7 +18,7 @@ use orelay_proto::{ParticipantId, RejectReason, ServerMessage};
 use tokio::sync::mpsc;
 
 use crate::config::Config;
-use crate::core::{Action, Meeting, MeetingId, RateLimit, ReaderId, TokenBucket};
+use crate::core::{Action, FanoutLimits, Meeting, MeetingId, RateLimit, ReaderId, TokenBucket};
 use crate::error::{RelayLimit, SessionError};
 use crate::fanout::GroupCell;
 use crate::stats::RelayStats;
@@ -28,6 +28,8 @@ pub(crate) struct Shared {
     pub(crate) config: Config,
     pub(crate) meetings: DashMap<MeetingId, Arc<MeetingCell>>,
     pub(crate) stats: Arc<RelayStats>,
+    /// Per-publisher fan-out limits (from `config`).
+    pub(crate) fanout: FanoutLimits,
     /// The relay-wide join rate.
     join_rate: Mutex<TokenBucket>,
 }
@@ -164,6 +166,7 @@ impl Shared {
             burst: config.max_join_rate,
         };
         Self {
+            fanout: config.fanout_limits(),
             config,
             meetings: DashMap::new(),
             stats,

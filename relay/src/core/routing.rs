@@ -56,8 +56,9 @@ impl Default for FanoutLimits {
         Self {
             max_publisher_bytes: 4 * 1024 * 1024,
             // Frames come every few tens of milliseconds and a group lasts a keyframe
-            // interval; seconds without a byte is a publisher that stopped mid-group.
-            group_idle_timeout: Duration::from_secs(3),
+            // interval; ten seconds without a byte is a publisher that stopped mid-group
+            // (a static screen share still sends a frame every second or so).
+            group_idle_timeout: Duration::from_secs(10),
         }
     }
 }
