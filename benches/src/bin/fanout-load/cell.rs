@@ -20,7 +20,7 @@ use serde_json::json;
 use tokio::sync::Semaphore;
 use tokio::time::{sleep, sleep_until, Instant};
 
-use crate::procfs::{cpu_between, stat_cpu_between, Proc};
+use crate::procfs::{cpu_between, stat_cpu_between, udp_rcvbuf_errors, wait_pct, Proc};
 use crate::{CellArgs, Profile, Target};
 
 /// The publisher's track ID (every publisher uses the same one).
@@ -283,14 +283,21 @@ pub async fn run(args: CellArgs) -> anyhow::Result<serde_json::Value> {
         )));
     }
     sleep_until(start + warmup).await;
-    let (t0, l0) = (target.sample()?, me.sample()?);
+    let (t0, l0, drops0) = (target.sample()?, me.sample()?, udp_rcvbuf_errors());
     sleep_until(start + warmup + window).await;
-    let (t1, l1) = (target.sample()?, me.sample()?);
+    let (t1, l1, drops1) = (target.sample()?, me.sample()?, udp_rcvbuf_errors());
     sleep(Duration::from_secs_f64(args.drain)).await;
-    let mut publish_errors = 0;
+    // A publisher still blocked in a write now is stopped: the cell ends on time.
+    let (mut publish_errors, mut publish_stalled, mut skipped) = (0u64, 0u64, 0u64);
     for s in senders {
-        if !matches!(s.await, Ok(Ok(()))) {
-            publish_errors += 1;
+        if !s.is_finished() {
+            publish_stalled += 1;
+            s.abort();
+            continue;
+        }
+        match s.await {
+            Ok(Ok(n)) => skipped += n,
+            _ => publish_errors += 1,
         }
     }
 
@@ -320,6 +327,8 @@ pub async fn run(args: CellArgs) -> anyhow::Result<serde_json::Value> {
         "join_s": join_secs,
         "join_failures": join_failures,
         "publish_errors": publish_errors,
+        "publish_stalled": publish_stalled,
+        "send_slots_skipped": skipped,
         "sent_in_window": sent,
         "expected": expected,
         "received": received,
@@ -340,6 +349,9 @@ pub async fn run(args: CellArgs) -> anyhow::Result<serde_json::Value> {
         "rss_start_kib": t0.rss_kib,
         "rss_end_kib": t1.rss_kib,
         "load_cpu_pct": load_cpu_pct,
+        "target_runqueue_wait_pct": wait_pct(&t0, &t1),
+        "load_runqueue_wait_pct": wait_pct(&l0, &l1),
+        "udp_rcvbuf_drops": drops1.saturating_sub(drops0),
         "load_saturated": load_cpu_pct >= args.saturated_pct,
     }))
 }
@@ -360,21 +372,33 @@ fn payload(len: usize, sent_us: u64) -> Bytes {
     b.freeze()
 }
 
-/// Sends paced objects from `sched.start` to `sched.end`, as groups or datagrams.
+/// Sends paced objects from `sched.start` to `sched.end`, as groups or datagrams;
+/// returns how many send slots were skipped because sending was held back.
 async fn publish(
     media: Media,
     shape: Shape,
     sched: Schedule,
     sent_in_window: Arc<AtomicU64>,
-) -> Result<(), ClientError> {
+) -> Result<u64, ClientError> {
     let period = Duration::from_secs_f64(1.0 / shape.rate);
     let mut next = sched.start;
     let mut writer = None;
     let mut group = 0u64;
     let mut seq = 0u64;
+    let mut skipped = 0u64;
     while next < sched.end {
         sleep_until(next).await;
         next += period;
+        // A publisher held back by flow control does not burst to catch up: slots
+        // already more than two periods in the past are skipped (counted, not sent).
+        let now = Instant::now();
+        if now >= sched.end {
+            break;
+        }
+        while next + 2 * period < now {
+            next += period;
+            skipped += 1;
+        }
         let sent = now_us();
         let body = payload(shape.bytes, sent);
         if shape.group_len == 0 {
@@ -403,7 +427,7 @@ async fn publish(
     if let Some(w) = writer {
         w.finish();
     }
-    Ok(())
+    Ok(skipped)
 }
 
 /// Receives every group stream of one subscriber.

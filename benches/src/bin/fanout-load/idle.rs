@@ -37,7 +37,8 @@ pub async fn run(args: IdleArgs) -> anyhow::Result<serde_json::Value> {
         let client = clients[i / PER_ENDPOINT].clone();
         let gate = gate.clone();
         let addr = args.addr;
-        let meeting = format!("idle-{}", i / args.per_meeting.max(1));
+        // Meeting IDs need at least 11 characters from [A-Za-z0-9_-].
+        let meeting = format!("idle-meeting-{:06}", i / args.per_meeting.max(1));
         joins.spawn(async move {
             let _permit = gate.acquire_owned().await;
             client.join(addr, &meeting, "idle", b"sub").await

@@ -19,6 +19,9 @@ pub struct Sample {
     pub cpu_us: u64,
     /// User + system CPU time from `/proc/PID/stat` (clock-tick resolution).
     pub stat_cpu_us: u64,
+    /// Time the process's threads spent runnable but waiting for a CPU (schedstat field
+    /// 2), in microseconds: high when other processes share the pinned core.
+    pub wait_us: u64,
     /// Resident set size in KiB.
     pub rss_kib: u64,
     /// When the sample was taken.
@@ -50,7 +53,7 @@ impl Proc {
         };
         let total_ticks = ticks(11)? + ticks(12)?;
         let stat_cpu_us = total_ticks * 1_000_000 / self.clk_tck.max(1);
-        let cpu_us = self.schedstat_us().unwrap_or(stat_cpu_us);
+        let (cpu_us, wait_us) = self.schedstat_us().unwrap_or((stat_cpu_us, 0));
         let status = std::fs::read_to_string(self.path("status"))?;
         let rss_kib = status
             .lines()
@@ -61,6 +64,7 @@ impl Proc {
         Ok(Sample {
             cpu_us,
             stat_cpu_us,
+            wait_us,
             rss_kib,
             at,
         })
@@ -71,14 +75,17 @@ impl Proc {
     /// Sum over the process's threads of their time on a CPU, in microseconds
     /// (`/proc/PID/task/TID/schedstat`, first field, nanoseconds). Threads that exited
     /// are not counted, so this is only used between two samples of a steady process.
-    fn schedstat_us(&self) -> Option<u64> {
-        let mut total_ns = 0u64;
+    /// Also returns the summed run-queue wait (second field).
+    fn schedstat_us(&self) -> Option<(u64, u64)> {
+        let (mut run_ns, mut wait_ns) = (0u64, 0u64);
         for entry in std::fs::read_dir(self.path("task")).ok()? {
             let path = entry.ok()?.path().join("schedstat");
             let text = std::fs::read_to_string(path).ok()?;
-            total_ns += text.split_whitespace().next()?.parse::<u64>().ok()?;
+            let mut fields = text.split_whitespace();
+            run_ns += fields.next()?.parse::<u64>().ok()?;
+            wait_ns += fields.next()?.parse::<u64>().ok()?;
         }
-        Some(total_ns / 1_000)
+        Some((run_ns / 1_000, wait_ns / 1_000))
     }
 }
 
@@ -94,4 +101,30 @@ pub fn stat_cpu_between(a: &Sample, b: &Sample) -> (u64, f64) {
     let cpu = b.stat_cpu_us.saturating_sub(a.stat_cpu_us);
     let wall = b.at.duration_since(a.at).as_micros().max(1) as f64;
     (cpu, 100.0 * cpu as f64 / wall)
+}
+
+/// Percent of the wall time between two samples that the process's threads spent
+/// runnable but waiting for a CPU.
+pub fn wait_pct(a: &Sample, b: &Sample) -> f64 {
+    let wait = b.wait_us.saturating_sub(a.wait_us);
+    let wall = b.at.duration_since(a.at).as_micros().max(1) as f64;
+    100.0 * wait as f64 / wall
+}
+
+/// Datagrams the kernel dropped because a UDP socket's receive buffer was full, host
+/// wide (`RcvbufErrors` in `/proc/net/snmp`); 0 if unreadable.
+pub fn udp_rcvbuf_errors() -> u64 {
+    let Ok(text) = std::fs::read_to_string("/proc/net/snmp") else {
+        return 0;
+    };
+    let mut udp = text.lines().filter(|l| l.starts_with("Udp:"));
+    let (Some(names), Some(values)) = (udp.next(), udp.next()) else {
+        return 0;
+    };
+    names
+        .split_whitespace()
+        .zip(values.split_whitespace())
+        .find(|(n, _)| *n == "RcvbufErrors")
+        .and_then(|(_, v)| v.parse().ok())
+        .unwrap_or(0)
 }

@@ -66,9 +66,10 @@ pub fn run(args: ReportArgs) -> anyhow::Result<()> {
         println!(
             "| profile | N | relay CPU-µs/1k obj | raw CPU-µs/1k obj | ratio | delivered/s relay / raw \
              | loss % relay / raw | p50 ms relay / raw | p99 ms relay / raw | RSS MiB relay / raw \
-             | relay CPU % | load CPU % relay / raw |"
+             | relay CPU % | load CPU % relay / raw | run-queue wait % relay / raw \
+             | UDP rcvbuf drops relay / raw |"
         );
-        println!("|---|---|---|---|---|---|---|---|---|---|---|---|");
+        println!("|---|---|---|---|---|---|---|---|---|---|---|---|---|---|");
     }
     for ((_, n, profile), (relay, raw)) in &cells {
         let cpu = |v: Option<&Value>| v.map(|v| f(v, "cpu_us_per_1k"));
@@ -86,7 +87,7 @@ pub fn run(args: ReportArgs) -> anyhow::Result<()> {
             }
         };
         println!(
-            "| {profile} | {n} | {} | {} | {} | {} | {} | {} | {} | {} | {} | {} / {} |",
+            "| {profile} | {n} | {} | {} | {} | {} | {} | {} | {} | {} | {} | {} / {} | {} | {} |",
             show(cpu(*relay)),
             show(cpu(*raw)),
             if ratio.is_nan() {
@@ -102,6 +103,8 @@ pub fn run(args: ReportArgs) -> anyhow::Result<()> {
             relay.map_or("-".to_owned(), |v| format!("{:.0}", f(v, "target_cpu_pct"))),
             sat(*relay),
             sat(*raw),
+            pair(*relay, *raw, "target_runqueue_wait_pct", 1.0, 0),
+            pair(*relay, *raw, "udp_rcvbuf_drops", 1.0, 0),
         );
         rows.push(json!({
             "profile": profile,
