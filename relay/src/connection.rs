@@ -13,7 +13,7 @@ use bytes::BytesMut;
 use orelay_proto::control::{ControlMessage, JoinOutcome};
 use orelay_proto::limits::MAX_TRACKS_PER_PARTICIPANT;
 use orelay_proto::{ClientMessage, ControlDecoder, ErrorCode, ServerMessage};
-use tokio::sync::{mpsc, oneshot, OwnedSemaphorePermit};
+use tokio::sync::{oneshot, OwnedSemaphorePermit};
 use tracing::{debug, Instrument};
 
 use crate::core::meeting_id::check_join;
@@ -146,7 +146,6 @@ struct Session {
     send: quinn::SendStream,
     recv: quinn::RecvStream,
     decoder: ControlDecoder<ClientMessage>,
-    control_rx: mpsc::Receiver<ServerMessage>,
 }
 
 /// Reads the next control message, or ends.
@@ -192,10 +191,12 @@ async fn join(shared: &Arc<Shared>, conn: &quinn::Connection) -> Result<Session,
     // A newcomer's first messages are the roster snapshot (each participant and its
     // tracks), bounded by the meeting limits; the backlog limit applies beyond that,
     // so joining a large meeting is not mistaken for a client that does not read.
-    // (tokio allocates channel slots as they fill, not up front.)
+    // (The outbox grows as it fills, not up front.)
     let roster = shared.config.max_participants * (1 + MAX_TRACKS_PER_PARTICIPANT);
-    let (control_tx, control_rx) = mpsc::channel(shared.config.control_backlog + roster);
-    let peer = Arc::new(Peer::new(conn.clone(), control_tx));
+    let peer = Arc::new(Peer::new(
+        conn.clone(),
+        shared.config.control_backlog + roster,
+    ));
     let admitted = check_join(version, &meeting_id)
         .map_err(|e| e.0)
         .and_then(|id| shared.admit(id, &passcode, info, peer.clone()));
@@ -209,7 +210,6 @@ async fn join(shared: &Arc<Shared>, conn: &quinn::Connection) -> Result<Session,
                 send,
                 recv,
                 decoder,
-                control_rx,
             })
         }
         Err(reason) => {
@@ -243,7 +243,6 @@ impl Session {
             send,
             mut recv,
             mut decoder,
-            control_rx,
         } = self;
         let shared = &me.shared;
         let control = async {
@@ -294,7 +293,7 @@ impl Session {
             end = control => end.unwrap_or_else(|e| e),
             end = streams => end,
             end = datagrams => end,
-            end = write_control(send, control_rx) => end,
+            end = write_control(send, &peer) => end,
             end = policy => end,
         }
     }
@@ -337,14 +336,10 @@ fn handle(me: &Participant, msg: ClientMessage) -> Result<(), SessionError> {
 
 /// Writes queued control messages, batching whatever is ready (up to
 /// [`CONTROL_BATCH`] bytes) into one write.
-async fn write_control(mut send: quinn::SendStream, mut rx: mpsc::Receiver<ServerMessage>) -> End {
+async fn write_control(mut send: quinn::SendStream, peer: &Peer) -> End {
     let mut buf = BytesMut::new();
-    while let Some(msg) = rx.recv().await {
-        msg.encode(&mut buf);
-        while buf.len() < CONTROL_BATCH {
-            let Ok(more) = rx.try_recv() else { break };
-            more.encode(&mut buf);
-        }
+    loop {
+        peer.next_control_batch(&mut buf, CONTROL_BATCH).await;
         if send.write_all(&buf).await.is_err() {
             return End::Lost;
         }
@@ -354,5 +349,4 @@ async fn write_control(mut send: quinn::SendStream, mut rx: mpsc::Receiver<Serve
             buf.clear();
         }
     }
-    End::Lost
 }

@@ -11,13 +11,15 @@ use std::sync::atomic::{AtomicBool, Ordering::Relaxed};
 use std::sync::{Arc, Mutex, MutexGuard};
 use std::time::Instant;
 
-use bytes::Bytes;
+use bytes::{Bytes, BytesMut};
 use dashmap::mapref::entry::Entry;
 use dashmap::DashMap;
+use orelay_proto::control::ControlMessage;
 use orelay_proto::{ParticipantId, RejectReason, ServerMessage};
-use tokio::sync::mpsc;
+use tokio::sync::Notify;
 
 use crate::config::Config;
+use crate::core::outbox::{Full, Outbox};
 use crate::core::{Action, FanoutLimits, Meeting, MeetingId, RateLimit, ReaderId, TokenBucket};
 use crate::error::{RelayLimit, SessionError};
 use crate::fanout::GroupCell;
@@ -62,18 +64,58 @@ pub(crate) struct OpenRead {
 /// A participant's connection as other participants' tasks see it.
 pub(crate) struct Peer {
     pub(crate) conn: quinn::Connection,
-    control: mpsc::Sender<ServerMessage>,
+    /// Control messages waiting for its control writer (bounded, coalescing).
+    outbox: Mutex<Outbox>,
+    /// Wakes its control writer when the outbox gains a message.
+    outbox_ready: Notify,
     /// The groups this subscriber is reading, oldest first; each writer removes its
     /// own entry on every exit path.
     pub(crate) reads: Mutex<Vec<OpenRead>>,
 }
 
 impl Peer {
-    pub(crate) fn new(conn: quinn::Connection, control: mpsc::Sender<ServerMessage>) -> Self {
+    /// A peer whose outbox holds at most `backlog` control messages.
+    pub(crate) fn new(conn: quinn::Connection, backlog: usize) -> Self {
         Self {
             conn,
-            control,
+            outbox: Mutex::new(Outbox::new(backlog)),
+            outbox_ready: Notify::new(),
             reads: Mutex::new(Vec::new()),
+        }
+    }
+
+    fn outbox(&self) -> MutexGuard<'_, Outbox> {
+        self.outbox.lock().unwrap_or_else(|p| p.into_inner())
+    }
+
+    /// Queues a control message for this participant; `Ok(n)`: `n` queued messages
+    /// (this one included) were cancelled by coalescing instead.
+    pub(crate) fn send(&self, msg: ServerMessage) -> Result<u64, Full> {
+        let mut outbox = self.outbox();
+        let before = outbox.coalesced();
+        outbox.push(msg)?;
+        let coalesced = outbox.coalesced() - before;
+        drop(outbox);
+        self.outbox_ready.notify_one();
+        Ok(coalesced)
+    }
+
+    /// Encodes queued control messages into `buf`, up to about `max` bytes; waits
+    /// until there is at least one.
+    pub(crate) async fn next_control_batch(&self, buf: &mut BytesMut, max: usize) {
+        loop {
+            {
+                let mut outbox = self.outbox();
+                while buf.len() < max {
+                    let Some(msg) = outbox.pop() else { break };
+                    msg.encode(buf);
+                }
+            }
+            if !buf.is_empty() {
+                return;
+            }
+            // notify_one keeps a permit if the writer was not waiting yet.
+            self.outbox_ready.notified().await;
         }
     }
 
@@ -126,14 +168,16 @@ impl MeetingState {
             if matches!(msg, ServerMessage::KeyframeRequest { .. }) {
                 shared.stats.keyframe_requests.fetch_add(1, Relaxed);
             }
-            // A closed channel means that session is already ending; only a full one
-            // means a client that does not read.
-            if let Err(mpsc::error::TrySendError::Full(_)) = peer.control.try_send(msg) {
-                close(
+            match peer.send(msg) {
+                Ok(0) => {}
+                Ok(n) => {
+                    shared.stats.control_coalesced.fetch_add(n, Relaxed);
+                }
+                Err(Full) => close(
                     &peer.conn,
                     shared,
                     &SessionError::RelayLimit(RelayLimit::ControlBacklog),
-                );
+                ),
             }
         }
     }
@@ -141,7 +185,7 @@ impl MeetingState {
     /// Tells every participant to go elsewhere (the relay is draining).
     pub(crate) fn go_away(&self) {
         for peer in self.peers.values() {
-            let _ = peer.control.try_send(ServerMessage::GoAway {
+            let _ = peer.send(ServerMessage::GoAway {
                 redirect: String::new(),
             });
         }

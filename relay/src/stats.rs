@@ -44,6 +44,7 @@ pub struct RelayStats {
     /// Groups dropped for one subscriber, by [`DropCause`] (in `DROP_CAUSES` order).
     drops_by_cause: [AtomicU64; 4],
     pub(crate) control_throttled: AtomicU64,
+    pub(crate) control_coalesced: AtomicU64,
     pub(crate) unjoined_evicted: AtomicU64,
     pub(crate) retries_sent: AtomicU64,
     pub(crate) joins_overloaded: AtomicU64,
@@ -102,6 +103,9 @@ pub struct StatsSnapshot {
     pub drops_by_cause: BTreeMap<&'static str, u64>,
     /// Control messages that had to wait for the sender's rate limit.
     pub control_throttled: u64,
+    /// Queued announcements cancelled before a client read them (a track published
+    /// and unpublished, a participant joined and left, while still queued).
+    pub control_coalesced: u64,
     /// Connections that had not joined, closed to make room for newer ones.
     pub unjoined_evicted: u64,
     /// QUIC Retry packets sent (address validation under pressure).
@@ -158,6 +162,7 @@ impl RelayStats {
                 .map(|(c, n)| (c.label(), n.load(Relaxed)))
                 .collect(),
             control_throttled: self.control_throttled.load(Relaxed),
+            control_coalesced: self.control_coalesced.load(Relaxed),
             unjoined_evicted: self.unjoined_evicted.load(Relaxed),
             retries_sent: self.retries_sent.load(Relaxed),
             joins_overloaded: self.joins_overloaded.load(Relaxed),

@@ -10,6 +10,7 @@ use std::time::{Duration, Instant};
 use bytes::Bytes;
 use common::*;
 use orelay_client::{ClientError, Session};
+use orelay_proto::control::ControlMessage;
 use orelay_proto::{ClientMessage, ErrorCode, TrackInfo, TrackKind};
 
 const GENEROUS: Duration = Duration::from_secs(30);
@@ -218,10 +219,31 @@ async fn a_flooding_publisher_claiming_top_priority_cannot_evict_anothers_groups
 async fn a_control_toggling_client_is_throttled_and_no_honest_peer_is_closed() {
     let mut cfg = config();
     cfg.control_backlog = 64;
+    cfg.control_rate = 1_000;
+    // A small meeting, so the backlog a peer may build is small (64 + 4 x 9).
+    cfg.max_participants = 4;
     let (relay, client) = start(cfg);
     let mut people = meeting(&client, relay.addr, 3, 3).await;
     let (mut toggler, mut honest, mut other) =
         (people.remove(0), people.remove(0), people.remove(0));
+    // A peer that joins and then never reads its control stream, through a 1 KB
+    // window: without coalescing, the toggling would overflow its backlog at once.
+    let mut narrow = quinn::TransportConfig::default();
+    narrow.stream_receive_window(1024u32.into());
+    let sleeper = client_for(&relay, narrow)
+        .connect(relay.addr)
+        .await
+        .unwrap();
+    let (mut join_send, _never_read) = sleeper.open_bi().await.unwrap();
+    let join = ClientMessage::Join {
+        version: orelay_proto::PROTOCOL_VERSION,
+        meeting_id: meeting_id(3),
+        passcode: "pw".into(),
+        info: Bytes::new(),
+    };
+    join_send.write_all(&join.to_bytes()).await.unwrap();
+    let stats = relay.stats.clone();
+    assert!(eventually(GENEROUS, || stats.snapshot().participants_active == 4).await);
     const PAIRS: u32 = 2_000;
     let toggling = tokio::spawn(async move {
         for _ in 0..PAIRS {
@@ -234,11 +256,14 @@ async fn a_control_toggling_client_is_throttled_and_no_honest_peer_is_closed() {
         toggler
     });
     // The honest peers read their control streams normally.
-    let stats = relay.stats.clone();
-    let throttled = eventually(GENEROUS, || stats.snapshot().control_throttled > 100).await;
+    let throttled = eventually(GENEROUS, || {
+        let s = stats.snapshot();
+        s.control_throttled > 100 && s.control_coalesced > 1_000
+    })
+    .await;
     assert!(
         throttled,
-        "the toggler was never throttled: {:?}",
+        "the toggler was never throttled, or nothing coalesced: {:?}",
         stats.snapshot()
     );
     for peer in [&mut honest, &mut other] {
@@ -254,12 +279,17 @@ async fn a_control_toggling_client_is_throttled_and_no_honest_peer_is_closed() {
     assert!(honest.media().connection().close_reason().is_none());
     assert!(other.media().connection().close_reason().is_none());
     assert!(
+        sleeper.close_reason().is_none(),
+        "{:?}",
+        sleeper.close_reason()
+    );
+    assert!(
         stats.snapshot().closes.is_empty(),
         "{:?}",
         stats.snapshot().closes
     );
     toggling.abort();
-    drop((honest, other));
+    drop((honest, other, sleeper));
     relay.shutdown().await;
 }
 

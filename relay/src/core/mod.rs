@@ -10,6 +10,7 @@ pub mod group;
 pub mod group_header;
 pub mod meeting;
 pub mod meeting_id;
+pub mod outbox;
 pub mod ratelimit;
 pub mod routing;
 pub mod subscriber;

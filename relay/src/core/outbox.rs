@@ -215,7 +215,8 @@ mod tests {
         o.push(joined(4)).unwrap();
         o.push(published(3, 1)).unwrap();
         o.push(published(3, 2)).unwrap();
-        o.push(ServerMessage::ParticipantLeft { participant: 3 }).unwrap();
+        o.push(ServerMessage::ParticipantLeft { participant: 3 })
+            .unwrap();
         assert_eq!(drain(&mut o), [joined(4)]);
     }
 
@@ -226,7 +227,8 @@ mod tests {
         o.push(joined(2)).unwrap();
         assert_eq!(o.push(joined(3)), Err(Full));
         // Cancelling never needs room.
-        o.push(ServerMessage::ParticipantLeft { participant: 2 }).unwrap();
+        o.push(ServerMessage::ParticipantLeft { participant: 2 })
+            .unwrap();
         o.push(joined(3)).unwrap();
         assert_eq!(drain(&mut o), [joined(1), joined(3)]);
         assert_eq!(o.len(), 0);
