@@ -130,15 +130,15 @@ impl Outbox {
             let Some(msg) = slot else { continue };
             self.len -= 1;
             match &msg {
-                ServerMessage::TrackPublished { participant, info } => {
-                    if self.published.get(&(*participant, info.track)) == Some(&at) {
-                        self.published.remove(&(*participant, info.track));
-                    }
+                ServerMessage::TrackPublished { participant, info }
+                    if self.published.get(&(*participant, info.track)) == Some(&at) =>
+                {
+                    self.published.remove(&(*participant, info.track));
                 }
-                ServerMessage::ParticipantJoined(p) => {
-                    if self.joined.get(&p.participant) == Some(&at) {
-                        self.joined.remove(&p.participant);
-                    }
+                ServerMessage::ParticipantJoined(p)
+                    if self.joined.get(&p.participant) == Some(&at) =>
+                {
+                    self.joined.remove(&p.participant);
                 }
                 _ => {}
             }
