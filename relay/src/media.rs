@@ -191,7 +191,8 @@ pub(crate) async fn ingest_group(me: Arc<Participant>, mut stream: quinn::RecvSt
         enforce(&me.shared, &me.cell, &peer, now);
     }
     // The header counts against the publisher's budget like any chunk.
-    let evicted = cell.with(|g| g.shed(me.budget(&cell)));
+    let budget = me.budget(&cell);
+    let evicted = cell.with(|g| g.shed(budget));
     after_eviction(&me, &cell, &evicted, now);
     if !split.rest.is_empty() {
         push(&me, &cell, split.rest);
