@@ -23,6 +23,7 @@ use crate::core::group_header::{GroupHeaderReader, SplitHeader};
 use crate::core::{Dropped, Pop, SlotId, TrackKey};
 use crate::error::{PeerMisbehaved, SessionError};
 use crate::session::{close, Peer, Session};
+use crate::telemetry::{DatagramDropReason, GroupDropReason, MediaKind};
 
 /// Largest chunk read from a publisher stream at once.
 const READ_CHUNK: usize = 64 * 1024;
@@ -60,7 +61,10 @@ pub(crate) async fn ingest_group(session: Arc<Session>, mut stream: quinn::RecvS
         Err(Some(e)) => return close(&session.conn, &session.shared, &e),
     };
     let now = Instant::now();
+    let kind = media_kind(&session, header.track);
     stats.groups_in.fetch_add(1, Relaxed);
+    stats.count_group_in(kind);
+    stats.count_media_in(kind, header_bytes.len() + rest.len());
     stats
         .stream_bytes_in
         .fetch_add((header_bytes.len() + rest.len()) as u64, Relaxed);
@@ -75,10 +79,12 @@ pub(crate) async fn ingest_group(session: Arc<Session>, mut stream: quinn::RecvS
             peer.clone(),
             slot,
             priority,
+            kind,
         ));
         slots.push((peer, slot));
     }
     stats.groups_out.fetch_add(slots.len() as u64, Relaxed);
+    stats.count_groups_out(kind, slots.len());
     if !rest.is_empty() {
         push_all(&session, &slots, rest);
     }
@@ -88,6 +94,7 @@ pub(crate) async fn ingest_group(session: Arc<Session>, mut stream: quinn::RecvS
                 stats
                     .stream_bytes_in
                     .fetch_add(chunk.bytes.len() as u64, Relaxed);
+                stats.count_media_in(kind, chunk.bytes.len());
                 push_all(&session, &slots, chunk.bytes);
             }
             Ok(None) => {
@@ -179,6 +186,7 @@ fn push_all(session: &Session, slots: &[(Arc<Peer>, SlotId)], chunk: Bytes) {
         let dropped = peer.with_queue(|q| q.push(*slot, chunk.clone(), now));
         after_drops(session, peer, &dropped, now);
         peer.notify.notify_waiters();
+        session.shared.stats.record_stream_forward(now);
     }
 }
 
@@ -190,8 +198,7 @@ fn after_drops(session: &Session, peer: &Peer, dropped: &[Dropped], now: Instant
     }
     let stats = &session.shared.stats;
     for d in dropped {
-        stats.groups_dropped.fetch_add(1, Relaxed);
-        stats.bytes_dropped.fetch_add(d.bytes as u64, Relaxed);
+        stats.count_group_drop(GroupDropReason::of(d), d.bytes);
     }
     peer.notify.notify_waiters();
     if dropped.iter().any(|d| d.need_keyframe) {
@@ -204,6 +211,16 @@ fn after_drops(session: &Session, peer: &Peer, dropped: &[Dropped], now: Instant
             state.apply(actions, &session.shared);
         }
     }
+}
+
+/// The media kind of one of the session's tracks, for per-kind counters (one lock
+/// per group, never per chunk).
+fn media_kind(session: &Session, track: TrackId) -> MediaKind {
+    let state = session.cell.lock();
+    state
+        .core
+        .track(session.id, track)
+        .map_or(MediaKind::Video, |t| MediaKind::of(t.kind))
 }
 
 /// Stream priority: the track's priority first, then newer groups before older ones
@@ -231,6 +248,7 @@ async fn write_group(
     peer: Arc<Peer>,
     slot: SlotId,
     priority: i32,
+    kind: MediaKind,
 ) {
     let stats = &shared.stats;
     let opened = tokio::select! {
@@ -261,6 +279,7 @@ async fn write_group(
                     return;
                 }
                 stats.stream_bytes_out.fetch_add(len as u64, Relaxed);
+                stats.count_media_out(kind, len);
             }
             Pop::Empty => notified.await,
             Pop::Finished => {
@@ -297,8 +316,10 @@ impl AudioRoutes {
         session: &Session,
         datagram: Bytes,
     ) -> Result<(), SessionError> {
+        let received = Instant::now();
         let stats = &session.shared.stats;
         stats.datagrams_in.fetch_add(1, Relaxed);
+        stats.count_media_in(MediaKind::Audio, datagram.len());
         let (header, _) = DatagramHeader::decode(&datagram)?;
         if header.publisher != session.id {
             return Err(PeerMisbehaved::TrackNotPublished.into());
@@ -318,7 +339,7 @@ impl AudioRoutes {
                     if since.elapsed() > PUBLISH_GRACE {
                         return Err(e);
                     }
-                    stats.datagrams_dropped.fetch_add(1, Relaxed);
+                    stats.count_datagram_drop(DatagramDropReason::Unpublished);
                     return Ok(());
                 }
             }
@@ -330,8 +351,13 @@ impl AudioRoutes {
             // quinn drops the oldest queued datagram when its buffer is full; count it.
             let full = conn.datagram_send_buffer_space() < datagram.len();
             match conn.send_datagram(datagram.clone()) {
-                Ok(()) if !full => stats.datagrams_out.fetch_add(1, Relaxed),
-                _ => stats.datagrams_dropped.fetch_add(1, Relaxed),
+                Ok(()) if !full => {
+                    stats.datagrams_out.fetch_add(1, Relaxed);
+                    stats.count_media_out(MediaKind::Audio, datagram.len());
+                    stats.record_datagram_forward(received);
+                }
+                Ok(()) => stats.count_datagram_drop(DatagramDropReason::BufferFull),
+                Err(_) => stats.count_datagram_drop(DatagramDropReason::SendFailed),
             };
         }
         Ok(())

@@ -16,6 +16,7 @@ pub mod privacy;
 pub mod server;
 mod session;
 pub mod stats;
+pub mod telemetry;
 pub mod tls;
 
 pub use config::{Cli, Config};

@@ -176,12 +176,15 @@ impl Relay {
                 Err(_) => {
                     shared
                         .stats
-                        .connections_refused
-                        .fetch_add(1, std::sync::atomic::Ordering::Relaxed);
+                        .count_refused(match shared.connections.available_permits() {
+                            0 => crate::telemetry::RefuseReason::ConnectionLimit,
+                            _ => crate::telemetry::RefuseReason::UnjoinedLimit,
+                        });
                     incoming.refuse();
                 }
             }
         }
+        self.shared.stats.set_draining();
         info!("shutting down: closing connections");
         self.endpoint
             .close(ErrorCode::SHUTDOWN.0.into(), b"relay shutting down");

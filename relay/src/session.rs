@@ -22,6 +22,7 @@ use crate::core::{Action, Meeting, MeetingId, SubscriberQueue};
 use crate::error::{PeerMisbehaved, PeerNotAllowed, SessionError};
 use crate::server::Shared;
 use crate::stats::RelayStats;
+use crate::telemetry::JoinResult;
 use orelay_proto::limits::MAX_TRACKS_PER_PARTICIPANT;
 
 /// A meeting as the I/O layer holds it: the sans-IO core plus each participant's handle.
@@ -61,6 +62,9 @@ impl Peer {
         let out = f(&mut queue);
         let after = queue.queued_bytes();
         drop(queue);
+        if after > before {
+            self.stats.record_queue_depth(after);
+        }
         if after != before {
             self.stats
                 .queued_bytes
@@ -121,6 +125,7 @@ pub(crate) fn close(conn: &quinn::Connection, shared: &Shared, err: &SessionErro
     }
     debug!(error = %err, code = %err.close_code(), "closing connection");
     shared.stats.count_close(err.label());
+    shared.stats.count_fault(err);
     conn.close(err.close_code().0.into(), err.label().as_bytes());
 }
 
@@ -170,12 +175,17 @@ pub(crate) async fn run(
         Ok(conn) => conn,
         Err(e) => {
             debug!(error = %e, "handshake failed");
+            shared.stats.count_handshake_failure();
             return;
         }
     };
     shared.stats.connections_accepted.fetch_add(1, Relaxed);
     shared.stats.connections_active.fetch_add(1, Relaxed);
     let _active = ActiveGuard(&shared.stats.connections_active);
+    tokio::spawn(crate::telemetry::quic::watch_path(
+        conn.clone(),
+        shared.stats.clone(),
+    ));
     let span = tracing::info_span!("conn", id = conn.stable_id());
     serve(&shared, conn, unjoined).instrument(span).await;
 }
@@ -183,7 +193,10 @@ pub(crate) async fn run(
 async fn serve(shared: &Arc<Shared>, conn: quinn::Connection, unjoined: OwnedSemaphorePermit) {
     let deadline = Duration::from_millis(shared.config.join_timeout_ms);
     let joined = match tokio::time::timeout(deadline, join(shared, &conn)).await {
-        Err(_) => Err(End::Error(PeerNotAllowed::JoinTimeout.into())),
+        Err(_) => {
+            shared.stats.count_join(JoinResult::Timeout);
+            Err(End::Error(PeerNotAllowed::JoinTimeout.into()))
+        }
         Ok(result) => result,
     };
     drop(unjoined);
@@ -230,6 +243,7 @@ async fn next_message(
 }
 
 async fn join(shared: &Arc<Shared>, conn: &quinn::Connection) -> Result<Joined, End> {
+    let started = Instant::now();
     let (mut send, mut recv) = conn.accept_bi().await.map_err(|_| End::Lost)?;
     let mut decoder = ControlDecoder::new();
     let ClientMessage::Join {
@@ -252,7 +266,8 @@ async fn join(shared: &Arc<Shared>, conn: &quinn::Connection) -> Result<Joined, 
         .and_then(|id| admit(shared, conn, id, &passcode, info, control_tx));
     match admitted {
         Ok((cell, id)) => {
-            shared.stats.joins_admitted.fetch_add(1, Relaxed);
+            shared.stats.count_join(JoinResult::Admitted);
+            shared.stats.record_join_duration(started.elapsed());
             let session = Session {
                 shared: shared.clone(),
                 cell,
@@ -264,7 +279,7 @@ async fn join(shared: &Arc<Shared>, conn: &quinn::Connection) -> Result<Joined, 
             Ok((session, send, recv, decoder, control_rx))
         }
         Err(reason) => {
-            shared.stats.joins_rejected.fetch_add(1, Relaxed);
+            shared.stats.count_join(JoinResult::rejected(reason));
             debug!(reason = %reason, "join rejected");
             let msg = ServerMessage::JoinResult(JoinOutcome::Rejected { reason });
             // Give the client a moment to read the reason and close itself.
@@ -307,6 +322,7 @@ fn admit(
     };
     let mut state = cell.lock();
     let (id, actions) = state.core.join(passcode, info)?;
+    shared.stats.record_meeting_size(state.core.len());
     let peer = Arc::new(Peer {
         conn: conn.clone(),
         control,

@@ -28,6 +28,8 @@ pub struct RelayStats {
     pub(crate) keyframe_requests: AtomicU64,
     pub(crate) queued_bytes: AtomicI64,
     closes: Mutex<BTreeMap<&'static str, u64>>,
+    /// Telemetry's labelled counters, histograms and readiness flag.
+    pub(crate) figures: crate::telemetry::Figures,
 }
 
 /// A point-in-time copy of [`RelayStats`].
