@@ -59,6 +59,9 @@ struct RunArgs {
     /// Client UDP sockets to spread participants over.
     #[arg(long, default_value_t = 8)]
     client_sockets: usize,
+    /// Serve live run metrics (Prometheus) on this TCP address, e.g. 127.0.0.1:9465.
+    #[arg(long)]
+    metrics_addr: Option<std::net::SocketAddr>,
     /// Also write the report as JSON to this file.
     #[arg(long)]
     json: Option<PathBuf>,
@@ -99,7 +102,10 @@ async fn main() -> anyhow::Result<()> {
         scenario.participants,
         scenario.duration.as_secs()
     );
-    let report = orelay_loadgen::run(scenario, target, |line| eprintln!("{line}")).await?;
+    let report = orelay_loadgen::run_observed(scenario, target, args.metrics_addr, |line| {
+        eprintln!("{line}")
+    })
+    .await?;
     println!("{report}");
     if let Some(path) = args.json {
         let json = serde_json::to_string_pretty(&report)?;

@@ -136,6 +136,13 @@ impl AtomicHistogram {
     }
 }
 
+impl Default for AtomicHistogram {
+    /// A latency histogram ([`LATENCY_BOUNDS_NS`]).
+    fn default() -> Self {
+        Self::latency()
+    }
+}
+
 impl HistogramSnapshot {
     /// Number of values recorded.
     pub fn count(&self) -> u64 {
