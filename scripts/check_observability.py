@@ -356,8 +356,8 @@ def main():
         queries = structural(boards)
         promtool_parse(queries, tmp)
         live(queries, tmp)
-    print(f"observability checks ({len(queries)} panel queries, {time.monotonic() - started:.0f} s): "
-          f"{passed} passed, {len(failures)} failed")
+    print(f"{len(queries)} panel queries checked in {time.monotonic() - started:.0f} s")
+    print(f"observability: {passed} passed, {len(failures)} failed")
     return 1 if failures else 0
 
 

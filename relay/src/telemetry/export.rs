@@ -392,3 +392,56 @@ impl Endpoints for RelayEndpoints {
         Ok(())
     }
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::telemetry::{DatagramDropReason, GroupDropReason, JoinResult, MediaKind};
+
+    #[test]
+    fn not_ready_while_draining_or_at_the_connection_cap() {
+        let stats = Arc::new(RelayStats::default());
+        let endpoints = RelayEndpoints::new(stats.clone(), 2);
+        assert_eq!(endpoints.readiness(), Ok(()));
+        stats.connections_active.store(2, Relaxed);
+        assert_eq!(endpoints.readiness(), Err("at the connection limit"));
+        stats.connections_active.store(1, Relaxed);
+        assert_eq!(endpoints.readiness(), Ok(()));
+        stats.set_draining();
+        assert_eq!(endpoints.readiness(), Err("draining"));
+        assert!(endpoints.render().contains("\norelay_ready 0\n"));
+    }
+
+    #[test]
+    fn hooks_show_up_in_the_scrape_under_their_labels() {
+        let stats = Arc::new(RelayStats::default());
+        stats.count_media_out(MediaKind::Screen, 1200);
+        stats.count_group_drop(GroupDropReason::Newest, 500);
+        stats.count_datagram_drop(DatagramDropReason::BufferFull);
+        stats.count_join(JoinResult::rejected(
+            orelay_proto::RejectReason::BAD_PASSCODE,
+        ));
+        stats.record_stream_forward(std::time::Instant::now());
+        let text = RelayEndpoints::new(stats.clone(), 10).render();
+        for line in [
+            "orelay_media_sent_bytes_total{kind=\"screen\"} 1200",
+            "orelay_groups_dropped_total{reason=\"newest\"} 1",
+            "orelay_groups_dropped_bytes_total{reason=\"newest\"} 500",
+            "orelay_datagrams_dropped_total{reason=\"buffer_full\"} 1",
+            "orelay_joins_total{result=\"bad_passcode\"} 1",
+            "orelay_forward_latency_seconds_count{transport=\"stream\"} 1",
+            "orelay_closes_total{code=\"JOIN_TIMEOUT\"} 0",
+            "# TYPE orelay_connections_refused_total counter",
+            "orelay_ready 1",
+        ] {
+            assert!(
+                text.contains(&format!("{line}\n")),
+                "missing {line:?} in\n{text}"
+            );
+        }
+        // The snapshot totals the rest of the relay reads move with the hooks.
+        let s = stats.snapshot();
+        assert_eq!((s.groups_dropped, s.bytes_dropped), (1, 500));
+        assert_eq!((s.datagrams_dropped, s.joins_rejected), (1, 1));
+    }
+}
