@@ -26,6 +26,11 @@ if cargo tree --locked -p orelay-relay -e normal --prefix none | grep -E '^(orel
   echo "error: orelay-relay depends on client-side code" >&2
   exit 1
 fi
+echo "== one TLS stack: no aws-lc, no second rustls provider, no HTTP stack in the relay"
+if cargo tree --locked -p orelay-relay -e normal --prefix none | grep -E '^(aws-lc-rs|aws-lc-sys|hyper|hyper-rustls) '; then
+  echo "error: orelay-relay pulls a second TLS provider or an HTTP stack" >&2
+  exit 1
+fi
 echo "== cargo test"
 cargo test --workspace --locked --no-fail-fast
 

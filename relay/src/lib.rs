@@ -4,7 +4,8 @@
 //! The crate splits like quinn: [`core`] is sans-IO state (meetings, subscriptions,
 //! the drop policy) driven by events and `now`; [`server`], `session` and `forward`
 //! are the thin tokio/quinn shell around it. The relay depends on no media-key code:
-//! payloads are opaque bytes it forwards by reference.
+//! payloads are opaque bytes it forwards by reference. [`telemetry`] exports the
+//! counters as Prometheus metrics and serves the health endpoints.
 #![forbid(unsafe_code)]
 
 pub mod config;
