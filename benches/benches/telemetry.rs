@@ -2,9 +2,10 @@
 //!
 //! `metrics_cost`: one 1,200-byte chunk fanned out to N subscribers the way
 //! `forward::push_all` and `write_group` do it (lock the subscriber's queue, push,
-//! move the queued-bytes gauge, pop), with the telemetry hooks (`count_media_in` per
-//! chunk; `record_queue_depth`, `record_stream_forward` and `count_media_out` per
-//! subscriber) and without them, in the same run.
+//! move the queued-bytes gauge, pop, count bytes out), with the telemetry hooks
+//! (`count_media_in`, `count_media_out` and `record_stream_forward`, each once per
+//! chunk) and without them, in the same run. (`record_queue_depth` runs once
+//! per group and subscriber, not per chunk, so it is not in this loop.)
 #![allow(missing_docs, clippy::unwrap_used, clippy::expect_used)]
 
 use std::sync::atomic::{AtomicI64, AtomicU64, Ordering::Relaxed};
@@ -23,6 +24,7 @@ fn forward_chunk(
     stats: &RelayStats,
     gauge: &AtomicI64,
     bytes_in: &AtomicU64,
+    bytes_out: &AtomicU64,
     metrics: bool,
 ) {
     let now = Instant::now();
@@ -37,13 +39,7 @@ fn forward_chunk(
         q.push(*slot, chunk.clone(), now);
         let after = q.queued_bytes();
         drop(q);
-        if metrics && after > before {
-            stats.record_queue_depth(after);
-        }
         gauge.fetch_add(after as i64 - before as i64, Relaxed);
-        if metrics {
-            stats.record_stream_forward(now);
-        }
         // Writer side: `Peer::with_queue(|q| q.pop(slot))`, then count what was written.
         let mut q = queue.lock().unwrap();
         let before = q.queued_bytes();
@@ -52,11 +48,13 @@ fn forward_chunk(
         drop(q);
         gauge.fetch_add(after as i64 - before as i64, Relaxed);
         if let Pop::Chunk(out) = popped {
-            if metrics {
-                stats.count_media_out(MediaKind::Video, out.len());
-            }
+            bytes_out.fetch_add(out.len() as u64, Relaxed);
             criterion::black_box(out);
         }
+    }
+    if metrics {
+        stats.count_media_out(MediaKind::Video, chunk.len() * subscribers.len());
+        stats.record_stream_forward(now, subscribers.len());
     }
 }
 
@@ -68,7 +66,7 @@ fn metrics_cost(c: &mut Criterion) {
         track: 2,
         layer: 0,
     };
-    for n in [10usize, 100] {
+    for n in [1usize, 10, 100] {
         g.throughput(Throughput::Elements(n as u64));
         for (name, metrics) in [("off", false), ("on", true)] {
             g.bench_with_input(BenchmarkId::new(name, n), &n, |b, &n| {
@@ -82,8 +80,19 @@ fn metrics_cost(c: &mut Criterion) {
                     })
                     .collect();
                 let stats = RelayStats::default();
-                let (gauge, bytes_in) = (AtomicI64::new(0), AtomicU64::new(0));
-                b.iter(|| forward_chunk(&subscribers, &chunk, &stats, &gauge, &bytes_in, metrics));
+                let gauge = AtomicI64::new(0);
+                let (bytes_in, bytes_out) = (AtomicU64::new(0), AtomicU64::new(0));
+                b.iter(|| {
+                    forward_chunk(
+                        &subscribers,
+                        &chunk,
+                        &stats,
+                        &gauge,
+                        &bytes_in,
+                        &bytes_out,
+                        metrics,
+                    )
+                });
             });
         }
     }

@@ -71,22 +71,24 @@ pub(crate) async fn ingest_group(session: Arc<Session>, mut stream: quinn::RecvS
     let priority = stream_priority(header.priority, header.group);
     let mut slots = Vec::with_capacity(targets.len());
     for peer in targets {
-        let (slot, dropped) =
-            peer.with_queue(|q| q.open(key, header.group, header_bytes.clone(), now));
+        let (slot, dropped) = peer.with_queue(|q| {
+            stats.record_queue_depth(q.queued_bytes());
+            q.open(key, header.group, header_bytes.clone(), now)
+        });
         after_drops(&session, &peer, &dropped, now);
         tokio::spawn(write_group(
             session.shared.clone(),
             peer.clone(),
             slot,
             priority,
-            kind,
         ));
         slots.push((peer, slot));
     }
     stats.groups_out.fetch_add(slots.len() as u64, Relaxed);
     stats.count_groups_out(kind, slots.len());
+    stats.count_media_out(kind, header_bytes.len() * slots.len());
     if !rest.is_empty() {
-        push_all(&session, &slots, rest);
+        push_all(&session, &slots, rest, kind);
     }
     loop {
         match stream.read_chunk(READ_CHUNK, true).await {
@@ -95,7 +97,7 @@ pub(crate) async fn ingest_group(session: Arc<Session>, mut stream: quinn::RecvS
                     .stream_bytes_in
                     .fetch_add(chunk.bytes.len() as u64, Relaxed);
                 stats.count_media_in(kind, chunk.bytes.len());
-                push_all(&session, &slots, chunk.bytes);
+                push_all(&session, &slots, chunk.bytes, kind);
             }
             Ok(None) => {
                 for (peer, slot) in &slots {
@@ -180,14 +182,17 @@ async fn group_targets(
 }
 
 /// Pushes one chunk to every subscriber of the group: a refcount bump each, no copy.
-fn push_all(session: &Session, slots: &[(Arc<Peer>, SlotId)], chunk: Bytes) {
+fn push_all(session: &Session, slots: &[(Arc<Peer>, SlotId)], chunk: Bytes, kind: MediaKind) {
     let now = Instant::now();
+    let len = chunk.len();
     for (peer, slot) in slots {
         let dropped = peer.with_queue(|q| q.push(*slot, chunk.clone(), now));
         after_drops(session, peer, &dropped, now);
         peer.notify.notify_waiters();
-        session.shared.stats.record_stream_forward(now);
     }
+    let stats = &session.shared.stats;
+    stats.count_media_out(kind, len * slots.len());
+    stats.record_stream_forward(now, slots.len());
 }
 
 /// Counts policy drops, wakes the affected writers so they reset their streams, and
@@ -248,7 +253,6 @@ async fn write_group(
     peer: Arc<Peer>,
     slot: SlotId,
     priority: i32,
-    kind: MediaKind,
 ) {
     let stats = &shared.stats;
     let opened = tokio::select! {
@@ -279,7 +283,6 @@ async fn write_group(
                     return;
                 }
                 stats.stream_bytes_out.fetch_add(len as u64, Relaxed);
-                stats.count_media_out(kind, len);
             }
             Pop::Empty => notified.await,
             Pop::Finished => {
@@ -347,19 +350,21 @@ impl AudioRoutes {
         let Some(targets) = self.routes.get(&header.track) else {
             return Err(PeerMisbehaved::TrackNotPublished.into());
         };
+        let mut handed = 0;
         for conn in targets {
             // quinn drops the oldest queued datagram when its buffer is full; count it.
             let full = conn.datagram_send_buffer_space() < datagram.len();
             match conn.send_datagram(datagram.clone()) {
                 Ok(()) if !full => {
                     stats.datagrams_out.fetch_add(1, Relaxed);
-                    stats.count_media_out(MediaKind::Audio, datagram.len());
-                    stats.record_datagram_forward(received);
+                    handed += 1;
                 }
                 Ok(()) => stats.count_datagram_drop(DatagramDropReason::BufferFull),
                 Err(_) => stats.count_datagram_drop(DatagramDropReason::SendFailed),
             };
         }
+        stats.count_media_out(MediaKind::Audio, datagram.len() * handed);
+        stats.record_datagram_forward(received, handed);
         Ok(())
     }
 

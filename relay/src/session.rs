@@ -62,9 +62,6 @@ impl Peer {
         let out = f(&mut queue);
         let after = queue.queued_bytes();
         drop(queue);
-        if after > before {
-            self.stats.record_queue_depth(after);
-        }
         if after != before {
             self.stats
                 .queued_bytes

@@ -342,7 +342,7 @@ impl RelayEndpoints {
         write_header(
             out,
             name,
-            "Time from reading a media chunk or datagram to handing it to each subscriber.",
+            "Time from reading a media chunk or datagram until every subscriber had it, once per subscriber.",
         );
         f.forward_stream
             .snapshot()
@@ -365,7 +365,7 @@ impl RelayEndpoints {
         f.queue_depth.snapshot().render(
             out,
             "orelay_subscriber_queue_depth_bytes",
-            "One subscriber's queue depth, observed each time it grows.",
+            "One subscriber's queue depth, observed when a group opens for it.",
             1.0,
         );
         f.rtt.snapshot().render(
@@ -421,7 +421,7 @@ mod tests {
         stats.count_join(JoinResult::rejected(
             orelay_proto::RejectReason::BAD_PASSCODE,
         ));
-        stats.record_stream_forward(std::time::Instant::now());
+        stats.record_stream_forward(std::time::Instant::now(), 1);
         let text = RelayEndpoints::new(stats.clone(), 10).render();
         for line in [
             "orelay_media_sent_bytes_total{kind=\"screen\"} 1200",

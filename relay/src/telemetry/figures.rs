@@ -232,7 +232,9 @@ impl RelayStats {
         self.figures.bytes_in[kind.index()].fetch_add(bytes as u64, Relaxed);
     }
 
-    /// Media bytes handed to a subscriber (a chunk written, or a datagram sent).
+    /// Media bytes handed to subscribers: a chunk's length times the subscribers
+    /// whose queues took it, or a datagram's times the connections that took it.
+    /// Call once per chunk or datagram, not per subscriber.
     #[inline]
     pub fn count_media_out(&self, kind: MediaKind, bytes: usize) {
         self.figures.bytes_out[kind.index()].fetch_add(bytes as u64, Relaxed);
@@ -264,20 +266,31 @@ impl RelayStats {
         self.figures.datagram_drops[reason.index()].fetch_add(1, Relaxed);
     }
 
-    /// Forwarding latency of one stream chunk to one subscriber, `t0` being when the
-    /// chunk was read from the publisher's stream.
+    /// Forwarding latency of one stream chunk handed to `subscribers` subscribers,
+    /// `t0` being when the chunk was read from the publisher's stream. Call once per
+    /// chunk, after the fan-out: one clock read, recorded once per subscriber (the
+    /// time until the last of them had it, an upper bound for each).
     #[inline]
-    pub fn record_stream_forward(&self, t0: Instant) {
-        self.figures.forward_stream.record_since(t0);
+    pub fn record_stream_forward(&self, t0: Instant, subscribers: usize) {
+        if subscribers > 0 {
+            let ns = u64::try_from(t0.elapsed().as_nanos()).unwrap_or(u64::MAX);
+            self.figures.forward_stream.record_n(ns, subscribers as u64);
+        }
     }
 
-    /// Forwarding latency of one datagram to one subscriber, `t0` being when it was read.
+    /// As [`RelayStats::record_stream_forward`], for one datagram handed to
+    /// `subscribers` subscriber connections.
     #[inline]
-    pub fn record_datagram_forward(&self, t0: Instant) {
-        self.figures.forward_datagram.record_since(t0);
+    pub fn record_datagram_forward(&self, t0: Instant, subscribers: usize) {
+        if subscribers > 0 {
+            let ns = u64::try_from(t0.elapsed().as_nanos()).unwrap_or(u64::MAX);
+            self.figures
+                .forward_datagram
+                .record_n(ns, subscribers as u64);
+        }
     }
 
-    /// A subscriber's queue depth in bytes, sampled when its queue grows.
+    /// A subscriber's queue depth in bytes, observed when a group opens for it.
     #[inline]
     pub fn record_queue_depth(&self, bytes: usize) {
         self.figures.queue_depth.record(bytes as u64);

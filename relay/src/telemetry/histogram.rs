@@ -114,6 +114,17 @@ impl AtomicHistogram {
         self.sum.fetch_add(value, Relaxed);
     }
 
+    /// Records `n` observations of the same value: what `n` calls of
+    /// [`AtomicHistogram::record`] would, for the cost of one.
+    #[inline]
+    pub fn record_n(&self, value: u64, n: u64) {
+        let i = self.bounds.partition_point(|&b| b < value);
+        if let Some(c) = self.counts.get(i) {
+            c.fetch_add(n, Relaxed);
+        }
+        self.sum.fetch_add(value.saturating_mul(n), Relaxed);
+    }
+
     /// Records a duration, in nanoseconds (saturating at `u64::MAX`).
     #[inline]
     pub fn record_duration(&self, d: Duration) {
@@ -208,6 +219,10 @@ mod tests {
         assert_eq!(s.counts, vec![2, 2, 1, 2]);
         assert_eq!(s.sum, 1_102);
         assert_eq!(s.count(), 7);
+        h.record_n(15, 3);
+        let s = h.snapshot();
+        assert_eq!(s.counts, vec![2, 5, 1, 2]);
+        assert_eq!(s.sum, 1_147);
     }
 
     #[test]
