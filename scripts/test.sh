@@ -1,6 +1,8 @@
 #!/usr/bin/env bash
 # Sets up and runs every check and test: formatting, lints, and the whole test suite
-# (unit, property, and QUIC-over-loopback integration tests). CI runs exactly this.
+# (unit, property, and QUIC-over-loopback integration tests), then the observability
+# proof: promtool on rules and scrapes, and every dashboard panel against a real
+# Prometheus scraping a relay and loadgen (scripts/check_observability.py). CI runs exactly this.
 set -euo pipefail
 cd "$(dirname "$0")/.."
 
@@ -24,5 +26,20 @@ if cargo tree --locked -p orelay-relay -e normal --prefix none | grep -E '^(orel
   echo "error: orelay-relay depends on client-side code" >&2
   exit 1
 fi
+echo "== one TLS stack: no aws-lc, no second rustls provider, no HTTP stack in the relay"
+if cargo tree --locked -p orelay-relay -e normal --prefix none | grep -E '^(aws-lc-rs|aws-lc-sys|hyper|hyper-rustls) '; then
+  echo "error: orelay-relay pulls a second TLS provider or an HTTP stack" >&2
+  exit 1
+fi
 echo "== cargo test"
 cargo test --workspace --locked --no-fail-fast
+
+echo "== observability: rules, dashboards, exported names, every panel against a real Prometheus"
+if ! command -v prometheus >/dev/null 2>&1 || ! command -v promtool >/dev/null 2>&1; then
+  echo "installing Debian's prometheus package (prometheus and promtool)"
+  sudo=""
+  if [ "$(id -u)" -ne 0 ]; then sudo="sudo"; fi
+  $sudo apt-get update -qq
+  DEBIAN_FRONTEND=noninteractive $sudo apt-get install -y -qq --no-install-recommends prometheus >/dev/null
+fi
+python3 scripts/check_observability.py

@@ -6,6 +6,7 @@
 //! in-process on loopback.
 #![forbid(unsafe_code)]
 
+pub mod metrics;
 pub mod participant;
 pub mod report;
 pub mod scenario;
@@ -41,6 +42,17 @@ pub enum Target {
 pub async fn run(
     scenario: Scenario,
     target: Target,
+    progress: impl FnMut(&str),
+) -> anyhow::Result<Report> {
+    run_observed(scenario, target, None, progress).await
+}
+
+/// [`run`], also serving the run's live figures on `metrics_addr` (`/metrics`,
+/// `/healthz`, `/readyz`) while it lasts; the bound address goes to `progress`.
+pub async fn run_observed(
+    scenario: Scenario,
+    target: Target,
+    metrics_addr: Option<SocketAddr>,
     mut progress: impl FnMut(&str),
 ) -> anyhow::Result<Report> {
     scenario.validate()?;
@@ -75,6 +87,12 @@ pub async fn run(
     let scenario = Arc::new(scenario);
     let live = Arc::new(report::Live::default());
     let total = scenario.total_participants();
+    if let Some(addr) = metrics_addr {
+        let bound = metrics::spawn(addr, live.clone(), total)
+            .await
+            .with_context(|| format!("binding the metrics listener on {addr}"))?;
+        progress(&format!("metrics on http://{bound}/metrics"));
+    }
     let start = Instant::now() + Duration::from_millis(100);
     let media_start = start + scenario.join_window;
     let media_until = media_start + scenario.duration;

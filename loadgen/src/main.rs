@@ -66,6 +66,9 @@ struct RunArgs {
     /// Passcode of every meeting [default: pass-<meeting number>].
     #[arg(long)]
     passcode: Option<String>,
+    /// Serve live run metrics (Prometheus) on this TCP address, e.g. 127.0.0.1:9465.
+    #[arg(long)]
+    metrics_addr: Option<std::net::SocketAddr>,
     /// Also write the report as JSON to this file.
     #[arg(long)]
     json: Option<PathBuf>,
@@ -108,7 +111,10 @@ async fn main() -> anyhow::Result<()> {
         scenario.participants,
         scenario.duration.as_secs()
     );
-    let report = orelay_loadgen::run(scenario, target, |line| eprintln!("{line}")).await?;
+    let report = orelay_loadgen::run_observed(scenario, target, args.metrics_addr, |line| {
+        eprintln!("{line}")
+    })
+    .await?;
     println!("{report}");
     if let Some(path) = args.json {
         let json = serde_json::to_string_pretty(&report)?;

@@ -67,6 +67,7 @@ pub async fn run(client: Client, plan: Plan) -> (Option<Duration>, Tally) {
     };
     let join_time = started.elapsed();
     plan.live.joined.fetch_add(1, Relaxed);
+    plan.live.join_time.record_duration(join_time);
     let tally = Arc::new(Mutex::new(Tally::default()));
     if let Err(e) = participate(session, &plan, tally.clone()).await {
         tracing::debug!(error = %e, "participant ended with an error");
@@ -283,10 +284,12 @@ async fn receive_group(
                         live.video_received.fetch_add(1, Relaxed);
                         live.bytes_received
                             .fetch_add(obj.payload.len() as u64, Relaxed);
+                        let latency_us = now_us().saturating_sub(sent);
+                        live.latency.record(latency_us.saturating_mul(1000));
                         tally
                             .lock()
                             .unwrap_or_else(|p| p.into_inner())
-                            .video(now_us().saturating_sub(sent));
+                            .video(latency_us);
                     }
                     _ => {
                         live.decrypt_failures.fetch_add(1, Relaxed);
@@ -324,12 +327,15 @@ async fn receive_audio(
                 let sent = u64::from_be_bytes(plain[..8].try_into().unwrap_or([0; 8]));
                 live.audio_received.fetch_add(1, Relaxed);
                 live.bytes_received.fetch_add(payload.len() as u64, Relaxed);
-                tally.lock().unwrap_or_else(|p| p.into_inner()).audio(
+                let latency_us = now_us().saturating_sub(sent);
+                live.latency.record(latency_us.saturating_mul(1000));
+                let expected = tally.lock().unwrap_or_else(|p| p.into_inner()).audio(
                     h.publisher,
                     h.track,
                     h.object,
-                    now_us().saturating_sub(sent),
+                    latency_us,
                 );
+                live.audio_expected.fetch_add(expected, Relaxed);
             }
             _ => {
                 live.decrypt_failures.fetch_add(1, Relaxed);

@@ -6,6 +6,7 @@ use std::sync::atomic::{AtomicU64, Ordering::Relaxed};
 use std::time::Duration;
 
 use hdrhistogram::Histogram;
+use orelay_relay::telemetry::AtomicHistogram;
 use serde::Serialize;
 
 /// Counters updated live by every participant.
@@ -27,6 +28,12 @@ pub struct Live {
     pub bytes_received: AtomicU64,
     /// Payloads that failed authentication.
     pub decrypt_failures: AtomicU64,
+    /// Audio objects expected so far, from the sequence ranges receivers saw.
+    pub audio_expected: AtomicU64,
+    /// End-to-end latency of every received object (for `/metrics`).
+    pub latency: AtomicHistogram,
+    /// Time from connect to admission (for `/metrics`).
+    pub join_time: AtomicHistogram,
 }
 
 /// Sequence bookkeeping for one received audio track.
@@ -77,17 +84,25 @@ impl Default for Tally {
 }
 
 impl Tally {
-    /// Records an audio object's arrival.
-    pub fn audio(&mut self, publisher: u64, track: u64, seq: u64, latency_us: u64) {
-        let s = self.audio.entry((publisher, track)).or_insert(AudioSeq {
-            first: seq,
-            last: seq,
-            count: 0,
-        });
+    /// Records an audio object's arrival; returns how many more objects this makes
+    /// expected (the growth of the track's sequence range).
+    pub fn audio(&mut self, publisher: u64, track: u64, seq: u64, latency_us: u64) -> u64 {
+        let mut before = 0;
+        let s = self
+            .audio
+            .entry((publisher, track))
+            .and_modify(|s| before = s.last - s.first + 1)
+            .or_insert(AudioSeq {
+                first: seq,
+                last: seq,
+                count: 0,
+            });
         s.first = s.first.min(seq);
         s.last = s.last.max(seq);
         s.count += 1;
+        let grew = (s.last - s.first + 1) - before;
         let _ = self.latency_us.record(latency_us.max(1));
+        grew
     }
 
     /// Records a video object's arrival.

@@ -62,6 +62,41 @@ pub struct Config {
     pub pressure_join_timeout_ms: u64,
     /// Most joins admitted per second; joins beyond it are answered `Overloaded`.
     pub max_join_rate: u32,
+    /// TCP address of the HTTP listener for `/metrics`, `/healthz` and `/readyz`;
+    /// `None` (`"off"` in TOML and flags) serves none.
+    #[serde(deserialize_with = "deserialize_metrics_addr")]
+    pub metrics_addr: Option<SocketAddr>,
+}
+
+/// The default metrics listener: loopback only, Prometheus's exporter port range.
+pub const DEFAULT_METRICS_ADDR: SocketAddr =
+    SocketAddr::new(std::net::IpAddr::V4(std::net::Ipv4Addr::LOCALHOST), 9464);
+
+/// A `--metrics-addr` value: an address, or `off`.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct MetricsAddr(pub Option<SocketAddr>);
+
+impl std::str::FromStr for MetricsAddr {
+    type Err = String;
+
+    fn from_str(s: &str) -> Result<Self, Self::Err> {
+        if s.eq_ignore_ascii_case("off") {
+            return Ok(MetricsAddr(None));
+        }
+        s.parse()
+            .map(|a| MetricsAddr(Some(a)))
+            .map_err(|_| format!("metrics_addr must be IP:port or \"off\", not {s:?}"))
+    }
+}
+
+fn deserialize_metrics_addr<'de, D>(d: D) -> Result<Option<SocketAddr>, D::Error>
+where
+    D: serde::Deserializer<'de>,
+{
+    let text = String::deserialize(d)?;
+    text.parse::<MetricsAddr>()
+        .map(|m| m.0)
+        .map_err(serde::de::Error::custom)
 }
 
 impl Default for Config {
@@ -88,6 +123,7 @@ impl Default for Config {
             max_unjoined_per_source: 256,
             pressure_join_timeout_ms: 2_000,
             max_join_rate: 5_000,
+            metrics_addr: Some(DEFAULT_METRICS_ADDR),
         }
     }
 }
@@ -165,6 +201,9 @@ pub struct Cli {
     /// Joins admitted per second; more are answered Overloaded with a retry time [default: 5000].
     #[arg(long, env = "ORELAY_MAX_JOIN_RATE")]
     pub max_join_rate: Option<u32>,
+    /// TCP address for /metrics, /healthz and /readyz, or "off" [default: 127.0.0.1:9464].
+    #[arg(long, env = "ORELAY_METRICS_ADDR", value_name = "ADDR|off")]
+    pub metrics_addr: Option<MetricsAddr>,
 }
 
 impl Config {
@@ -214,6 +253,9 @@ impl Config {
             pressure_join_timeout_ms,
             max_join_rate
         );
+        if let Some(MetricsAddr(addr)) = cli.metrics_addr {
+            c.metrics_addr = addr;
+        }
         c.validate()?;
         Ok(c)
     }
@@ -257,6 +299,13 @@ impl Config {
                 self.max_unjoined,
                 self.max_connections
             );
+        }
+        if self
+            .metrics_addr
+            .is_some_and(|m| m == self.listen && m.port() != 0)
+        {
+            // TCP and UDP could share it, but it is almost surely a typo.
+            bail!("metrics_addr = {} is the same as listen", self.listen);
         }
         if self.cert.is_some() != self.key.is_some() {
             bail!("cert and key must be given together");
@@ -317,6 +366,25 @@ mod tests {
             .unwrap_err()
             .to_string();
         assert!(err.contains("listen"), "{err}");
+    }
+
+    #[test]
+    fn metrics_listener_can_be_moved_or_switched_off() {
+        assert_eq!(Config::default().metrics_addr, Some(DEFAULT_METRICS_ADDR));
+        let c = Config::from_toml("metrics_addr = \"off\"").unwrap();
+        assert_eq!(c.metrics_addr, None);
+        let c = Config::from_toml("metrics_addr = \"0.0.0.0:9100\"").unwrap();
+        assert_eq!(c.metrics_addr, Some(SocketAddr::from(([0, 0, 0, 0], 9100))));
+        let err = Config::from_toml("metrics_addr = \"nine\"")
+            .unwrap_err()
+            .to_string();
+        assert!(err.contains("metrics_addr"), "{err}");
+        let c = Config::from_cli(&Cli::parse_from(["relay", "--metrics-addr", "off"])).unwrap();
+        assert_eq!(c.metrics_addr, None);
+        let err = Config::from_toml("listen = \"127.0.0.1:9464\"")
+            .unwrap_err()
+            .to_string();
+        assert!(err.contains("metrics_addr"), "{err}");
     }
 
     #[test]

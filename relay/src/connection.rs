@@ -22,6 +22,7 @@ use crate::core::TokenBucket;
 use crate::error::{PeerMisbehaved, PeerNotAllowed, RelayLimit, SessionError};
 use crate::media::{enforce, ingest_group, AudioRoutes, Participant};
 use crate::registry::{close, Peer, Shared};
+use crate::telemetry::JoinResult;
 
 /// Most bytes of control messages written in one batch; the buffer is given back
 /// after a batch that grew past it, so one large roster does not stay allocated.
@@ -77,11 +78,13 @@ pub(crate) async fn run(shared: Arc<Shared>, incoming: quinn::Incoming, admissio
             Ok(Ok(conn)) => conn,
             Ok(Err(e)) => {
                 debug!(error = %e, "handshake failed");
+                shared.stats.count_handshake_failure();
                 return;
             }
             Err(_) => {
                 // Dropping a handshake in progress abandons it.
                 shared.stats.count_close(SessionError::from(PeerNotAllowed::JoinTimeout).label());
+                shared.stats.count_join(JoinResult::Timeout);
                 return;
             }
         },
@@ -92,12 +95,19 @@ pub(crate) async fn run(shared: Arc<Shared>, incoming: quinn::Incoming, admissio
     };
     shared.stats.connections_accepted.fetch_add(1, Relaxed);
     shared.stats.connections_active.fetch_add(1, Relaxed);
+    tokio::spawn(crate::telemetry::quic::watch_path(
+        conn.clone(),
+        shared.stats.clone(),
+    ));
     let _active = ActiveGuard(&shared.stats.connections_active);
     let span = tracing::info_span!("conn", id = conn.stable_id());
     async {
         let joined = tokio::select! {
             r = tokio::time::timeout_at(deadline, join(&shared, &conn)) => {
-                r.unwrap_or_else(|_| Err(End::Error(PeerNotAllowed::JoinTimeout.into())))
+                r.unwrap_or_else(|_| {
+                    shared.stats.count_join(JoinResult::Timeout);
+                    Err(End::Error(PeerNotAllowed::JoinTimeout.into()))
+                })
             }
             _ = &mut evicted => {
                 shared.stats.unjoined_evicted.fetch_add(1, Relaxed);
@@ -166,6 +176,7 @@ async fn next_message(
 }
 
 async fn join(shared: &Arc<Shared>, conn: &quinn::Connection) -> Result<Session, End> {
+    let started = Instant::now();
     let (mut send, mut recv) = conn.accept_bi().await.map_err(|_| End::Lost)?;
     let mut decoder = ControlDecoder::new();
     let ClientMessage::Join {
@@ -180,6 +191,7 @@ async fn join(shared: &Arc<Shared>, conn: &quinn::Connection) -> Result<Session,
     if let Err(retry_at) = shared.take_join_token(Instant::now()) {
         // Over the relay's join rate: an explicit answer, not a silent drop.
         shared.stats.joins_overloaded.fetch_add(1, Relaxed);
+        shared.stats.count_join(JoinResult::Overloaded);
         let retry_after_ms = retry_at
             .saturating_duration_since(Instant::now())
             .as_millis()
@@ -202,7 +214,8 @@ async fn join(shared: &Arc<Shared>, conn: &quinn::Connection) -> Result<Session,
         .and_then(|id| shared.admit(id, &passcode, info, peer.clone()));
     match admitted {
         Ok((cell, id)) => {
-            shared.stats.joins_admitted.fetch_add(1, Relaxed);
+            shared.stats.count_join(JoinResult::Admitted);
+            shared.stats.record_join_duration(started.elapsed());
             let me = Arc::new(Participant::new(shared.clone(), cell, id, conn.clone()));
             Ok(Session {
                 me,
@@ -213,7 +226,7 @@ async fn join(shared: &Arc<Shared>, conn: &quinn::Connection) -> Result<Session,
             })
         }
         Err(reason) => {
-            shared.stats.joins_rejected.fetch_add(1, Relaxed);
+            shared.stats.count_join(JoinResult::rejected(reason));
             debug!(reason = %reason, "join rejected");
             let msg = ServerMessage::JoinResult(JoinOutcome::Rejected { reason });
             answer_and_wait(conn, &mut send, &msg).await;

@@ -20,6 +20,7 @@ use crate::connection::Admission;
 use crate::core::Waiting;
 use crate::registry::Shared;
 use crate::stats::RelayStats;
+use crate::telemetry::RefuseReason;
 use crate::tls::{self, Identity};
 
 /// The connections that have not joined yet, each with the sender that evicts it.
@@ -179,6 +180,7 @@ impl Relay {
         info!("draining: refusing new connections, sending GoAway");
         self.endpoint.set_server_config(None);
         self.shared.each_meeting(|cell| cell.lock().go_away());
+        self.shared.stats.set_draining();
         let grace = Duration::from_millis(self.shared.config.shutdown_grace_ms);
         if tokio::time::timeout(grace, self.endpoint.wait_idle())
             .await
@@ -197,7 +199,7 @@ impl Relay {
     fn admit(&self, incoming: quinn::Incoming) {
         let shared = &self.shared;
         let Ok(permit) = self.connections.clone().try_acquire_owned() else {
-            shared.stats.connections_refused.fetch_add(1, Relaxed);
+            shared.stats.count_refused(RefuseReason::ConnectionLimit);
             incoming.refuse();
             return;
         };
@@ -208,7 +210,7 @@ impl Relay {
             drop(book);
             shared.stats.retries_sent.fetch_add(1, Relaxed);
             if incoming.retry().is_err() {
-                shared.stats.connections_refused.fetch_add(1, Relaxed);
+                shared.stats.count_refused(RefuseReason::RetryFailed);
             }
             return;
         }

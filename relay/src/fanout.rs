@@ -10,11 +10,13 @@ use std::future::poll_fn;
 use std::sync::atomic::{AtomicUsize, Ordering::Relaxed};
 use std::sync::{Arc, Mutex};
 use std::task::Poll;
+use std::time::Instant;
 
 use tokio::sync::Notify;
 
 use crate::core::{GroupBuffer, Read, ReaderId, ResetCause, TrackKey};
 use crate::stats::RelayStats;
+use crate::telemetry::MediaKind;
 
 /// Bytes held by one publisher's open groups, against its budget.
 #[derive(Debug, Default)]
@@ -32,6 +34,8 @@ pub(crate) struct GroupCell {
     /// Track layer and group sequence, for the subscriber's drop policy.
     pub(crate) key: TrackKey,
     pub(crate) group: u64,
+    /// The track's media kind, for the metrics.
+    pub(crate) kind: MediaKind,
     publisher: Arc<PublisherHeld>,
     stats: Arc<RelayStats>,
     /// Tells the ingest task the relay reset this group, so it stops reading.
@@ -43,6 +47,7 @@ impl GroupCell {
         buffer: GroupBuffer,
         key: TrackKey,
         group: u64,
+        kind: MediaKind,
         publisher: Arc<PublisherHeld>,
         stats: Arc<RelayStats>,
     ) -> Self {
@@ -53,6 +58,7 @@ impl GroupCell {
             buffer: Mutex::new(buffer),
             key,
             group,
+            kind,
             publisher,
             stats,
             ingest_stop: Notify::new(),
@@ -99,11 +105,18 @@ impl GroupCell {
         self.with(|g| g.held_bytes())
     }
 
-    /// The next step for `reader`, waiting until there is one.
-    pub(crate) async fn read(&self, reader: ReaderId) -> Read {
-        poll_fn(|cx| match self.with(|g| g.read(reader, cx.waker())) {
-            Read::Pending => Poll::Pending,
-            step => Poll::Ready(step),
+    /// The next step for `reader`, waiting until there is one, with when the chunk
+    /// (if it is one) arrived from the publisher.
+    pub(crate) async fn read(&self, reader: ReaderId) -> (Read, Option<Instant>) {
+        poll_fn(|cx| {
+            let (step, at) = self.with(|g| {
+                let at = g.next_arrival(reader);
+                (g.read(reader, cx.waker()), at)
+            });
+            match step {
+                Read::Pending => Poll::Pending,
+                step => Poll::Ready((step, at)),
+            }
         })
         .await
     }

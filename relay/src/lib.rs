@@ -8,6 +8,8 @@
 //! `media` (the hot path) → `registry` (meetings and participants' handles) →
 //! `fanout` (one group in flight). The relay depends on no media-key code: payloads
 //! are opaque bytes it forwards by reference.
+//! [`telemetry`] exports the counters as Prometheus metrics and serves the health
+//! endpoints.
 #![forbid(unsafe_code)]
 
 pub mod config;
@@ -21,6 +23,7 @@ mod media;
 pub mod privacy;
 mod registry;
 pub mod stats;
+pub mod telemetry;
 pub mod tls;
 
 pub use config::{Cli, Config};

@@ -1,5 +1,6 @@
 //! `relay`: serve meetings over QUIC. See `relay --help` and docs/OPERATIONS.md.
 
+use anyhow::Context;
 use clap::Parser;
 use orelay_relay::{Cli, Config, Relay};
 use tracing::info;
@@ -10,12 +11,21 @@ async fn main() -> anyhow::Result<()> {
     let cli = Cli::parse();
     let config = Config::from_cli(&cli)?;
     let shutdown = shutdown_signal()?;
+    let metrics_addr = config.metrics_addr;
+    let max_connections = config.max_connections;
     let relay = Relay::bind(config)?;
     let addr = relay.local_addr()?;
     info!(%addr, "relay listening");
     // Printed on stdout as well, so scripts and people can pin the certificate.
     println!("relay listening on {addr} (QUIC, ALPN orelay/1)");
     println!("certificate sha256 fingerprint: {}", relay.fingerprint());
+    if let Some(addr) = metrics_addr {
+        let bound = orelay_relay::telemetry::spawn(addr, relay.stats(), max_connections)
+            .await
+            .with_context(|| format!("binding the metrics listener on {addr}"))?;
+        info!(addr = %bound, "metrics listening");
+        println!("metrics on http://{bound}/metrics (also /healthz, /readyz)");
+    }
     relay.run(shutdown).await;
     info!("relay stopped");
     Ok(())

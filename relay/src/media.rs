@@ -35,6 +35,7 @@ use crate::core::{
 use crate::error::{PeerMisbehaved, SessionError};
 use crate::fanout::{GroupCell, PublisherHeld};
 use crate::registry::{close, MeetingCell, Peer, Shared};
+use crate::telemetry::{DatagramDropReason, MediaKind};
 
 /// Largest chunk read from a publisher stream at once.
 const READ_CHUNK: usize = 64 * 1024;
@@ -149,7 +150,7 @@ pub(crate) async fn ingest_group(me: Arc<Participant>, mut stream: quinn::RecvSt
     };
     let header = split.header;
     let first_bytes = split.bytes.len() + split.rest.len();
-    let targets = match group_targets(&me, &header).await {
+    let (targets, kind) = match group_targets(&me, &header).await {
         Ok(routed) => routed,
         Err(None) => return,
         Err(Some(e)) => return close(&me.conn, &me.shared, &e),
@@ -166,6 +167,7 @@ pub(crate) async fn ingest_group(me: Arc<Participant>, mut stream: quinn::RecvSt
         buffer,
         key,
         header.group,
+        kind,
         me.held.clone(),
         stats.clone(),
     ));
@@ -192,8 +194,11 @@ pub(crate) async fn ingest_group(me: Arc<Participant>, mut stream: quinn::RecvSt
     }
     // The header counts against the publisher's budget like any chunk.
     let budget = me.budget(&cell);
-    let evicted = cell.with(|g| g.shed(budget));
-    after_eviction(&me, &cell, &evicted, now);
+    let evicted = cell.with(|g| {
+        let before = g.shed_bytes();
+        (g.shed(budget), g.shed_bytes() - before)
+    });
+    after_eviction(&me, &cell, evicted, now);
     if !split.rest.is_empty() {
         push(&me, &cell, split.rest);
     }
@@ -208,6 +213,7 @@ pub(crate) async fn ingest_group(me: Arc<Participant>, mut stream: quinn::RecvSt
         };
         match next {
             Ok(Ok(Some(chunk))) => {
+                stats.count_media_in(kind, chunk.bytes.len());
                 stats
                     .stream_bytes_in
                     .fetch_add(chunk.bytes.len() as u64, Relaxed);
@@ -275,18 +281,26 @@ impl Drop for Registered<'_> {
 fn push(me: &Participant, cell: &GroupCell, chunk: Bytes) {
     let now = Instant::now();
     let budget = me.budget(cell);
-    let evicted = cell.with(|g| g.push(chunk, now, budget));
-    after_eviction(me, cell, &evicted, now);
+    let evicted = cell.with(|g| {
+        let before = g.shed_bytes();
+        (g.push(chunk, now, budget), g.shed_bytes() - before)
+    });
+    after_eviction(me, cell, evicted, now);
 }
 
 /// Counts readers the publisher's budget pushed out of a group, and asks for a
 /// keyframe if they lost the newest group of the track layer.
-fn after_eviction(me: &Participant, cell: &GroupCell, evicted: &[ReaderId], now: Instant) {
+fn after_eviction(
+    me: &Participant,
+    cell: &GroupCell,
+    (evicted, bytes): (Vec<ReaderId>, u64),
+    now: Instant,
+) {
     if evicted.is_empty() {
         return;
     }
     let stats = &me.shared.stats;
-    stats.count_drops(DropCause::GroupBudget, evicted.len() as u64);
+    stats.count_group_drop(DropCause::GroupBudget, evicted.len() as u64, bytes as usize);
     let newest = me.in_flight().open.is_newest(cell.key, cell.group);
     if newest {
         request_keyframe(&me.shared, &me.cell, cell.key, now);
@@ -301,12 +315,12 @@ fn request_keyframe(shared: &Shared, meeting: &MeetingCell, key: TrackKey, now: 
     state.apply(actions, shared);
 }
 
-/// The subscribers of a group, waiting out the publish grace.
+/// The subscribers of a group and its track's kind, waiting out the publish grace.
 /// `Err(None)`: the session is over, drop quietly; `Err(Some)`: close the connection.
 async fn group_targets(
     me: &Participant,
     header: &GroupHeader,
-) -> Result<Vec<Arc<Peer>>, Option<SessionError>> {
+) -> Result<(Vec<Arc<Peer>>, MediaKind), Option<SessionError>> {
     loop {
         let published = me.published.notified();
         tokio::pin!(published);
@@ -323,10 +337,17 @@ async fn group_targets(
                 header.layer,
                 Transport::Stream,
             ) {
-                Route::Deliver { targets, .. } => Ok(targets
-                    .iter()
-                    .filter_map(|id| state.peers.get(id).cloned())
-                    .collect()),
+                Route::Deliver { targets, .. } => {
+                    let kind = state
+                        .core
+                        .track(me.id, header.track)
+                        .map_or(MediaKind::Video, |t| MediaKind::of(t.kind));
+                    let peers = targets
+                        .iter()
+                        .filter_map(|id| state.peers.get(id).cloned())
+                        .collect();
+                    Ok((peers, kind))
+                }
                 Route::Unknown => Err(false),
                 Route::Invalid => Err(true),
             }
@@ -371,11 +392,13 @@ pub(crate) fn enforce(shared: &Shared, meeting: &MeetingCell, peer: &Peer, now: 
                 which.push(i);
             }
         }
+        shared
+            .stats
+            .record_queue_depth(open.iter().map(|b| b.lag.bytes).sum());
         for d in plan_drops(&open, &shared.config.queue_limits(), now) {
             let r = &reads[which[d.index]];
             if let Some(bytes) = r.group.with(|g| g.drop_reader(r.reader)) {
-                shared.stats.count_drops(d.cause, 1);
-                shared.stats.bytes_dropped.fetch_add(bytes as u64, Relaxed);
+                shared.stats.count_group_drop(d.cause, 1, bytes);
                 if d.need_keyframe {
                     keyframes.push(r.group.key);
                 }
@@ -412,7 +435,8 @@ async fn write_group(
     let mut demoted = superseded.load(Relaxed);
     let _ = stream.set_priority(stream_priority(demoted));
     loop {
-        match cell.read(reader).await {
+        let (step, arrived) = cell.read(reader).await;
+        match step {
             Read::Chunk(chunk) => {
                 if !demoted && superseded.load(Relaxed) {
                     // A newer group of this track is on its way: it goes first.
@@ -428,7 +452,13 @@ async fn write_group(
                     let _ = stream.reset(ErrorCode::GROUP_DROPPED.0.into());
                     return;
                 }
-                shared.stats.stream_bytes_out.fetch_add(len as u64, Relaxed);
+                let stats = &shared.stats;
+                stats.stream_bytes_out.fetch_add(len as u64, Relaxed);
+                stats.count_media_out(cell.kind, len);
+                if let Some(at) = arrived {
+                    // Received from the publisher → handed to this subscriber's stream.
+                    stats.record_stream_forward(at, 1);
+                }
             }
             Read::Pending => {}
             Read::Finished => {
@@ -472,28 +502,35 @@ impl AudioRoutes {
         me: &Participant,
         datagram: Bytes,
     ) -> Result<(), SessionError> {
+        let t0 = Instant::now();
         let stats = &me.shared.stats;
         stats.datagrams_in.fetch_add(1, Relaxed);
+        stats.count_media_in(MediaKind::Audio, datagram.len());
         let (header, _) = DatagramHeader::decode(&datagram)?;
         let fresh = self
             .routes
             .get(&header.track)
             .is_some_and(|(v, at, _)| v.get() == *at);
         if !fresh && !self.refresh(me, &header)? {
-            stats.datagrams_dropped.fetch_add(1, Relaxed);
+            stats.count_datagram_drop(DatagramDropReason::Unpublished);
             return Ok(());
         }
         let Some((_, _, targets)) = self.routes.get(&header.track) else {
             return Err(PeerMisbehaved::TrackNotPublished.into());
         };
+        let mut delivered = 0;
         for conn in targets {
             // quinn drops the oldest queued datagram when its buffer is full; count it.
             let full = conn.datagram_send_buffer_space() < datagram.len();
             match conn.send_datagram(datagram.clone()) {
-                Ok(()) if !full => stats.datagrams_out.fetch_add(1, Relaxed),
-                _ => stats.datagrams_dropped.fetch_add(1, Relaxed),
-            };
+                Ok(()) if !full => delivered += 1,
+                Ok(()) => stats.count_datagram_drop(DatagramDropReason::BufferFull),
+                Err(_) => stats.count_datagram_drop(DatagramDropReason::SendFailed),
+            }
         }
+        stats.datagrams_out.fetch_add(delivered as u64, Relaxed);
+        stats.count_media_out(MediaKind::Audio, datagram.len() * delivered);
+        stats.record_datagram_forward(t0, delivered);
         Ok(())
     }
 

@@ -199,6 +199,7 @@ pub(crate) fn close(conn: &quinn::Connection, shared: &Shared, err: &SessionErro
     }
     tracing::debug!(error = %err, code = %err.close_code(), "closing connection");
     shared.stats.count_close(err.label());
+    shared.stats.count_fault(err);
     conn.close(err.close_code().0.into(), err.label().as_bytes());
 }
 
@@ -280,6 +281,7 @@ impl Shared {
             state.peers.insert(id, peer);
             state.apply(actions, self);
             self.stats.participants_active.fetch_add(1, Relaxed);
+            self.stats.record_meeting_size(state.core.len());
             drop(state);
             return Ok((cell, id));
         }

@@ -6,16 +6,6 @@ use std::collections::BTreeMap;
 use std::sync::atomic::{AtomicI64, AtomicU64, Ordering::Relaxed};
 use std::sync::Mutex;
 
-use crate::core::DropCause;
-
-/// Every drop cause, in the order `drops_by_cause` counts them.
-const DROP_CAUSES: [DropCause; 4] = [
-    DropCause::GroupBudget,
-    DropCause::Superseded,
-    DropCause::SubscriberBudget,
-    DropCause::GroupCount,
-];
-
 /// Live counters of one relay.
 #[derive(Debug, Default)]
 pub struct RelayStats {
@@ -41,14 +31,14 @@ pub struct RelayStats {
     pub(crate) grace_waits: AtomicU64,
     pub(crate) groups_idle: AtomicU64,
     pub(crate) groups_limited: AtomicU64,
-    /// Groups dropped for one subscriber, by [`DropCause`] (in `DROP_CAUSES` order).
-    drops_by_cause: [AtomicU64; 4],
     pub(crate) control_throttled: AtomicU64,
     pub(crate) control_coalesced: AtomicU64,
     pub(crate) unjoined_evicted: AtomicU64,
     pub(crate) retries_sent: AtomicU64,
     pub(crate) joins_overloaded: AtomicU64,
     closes: Mutex<BTreeMap<&'static str, u64>>,
+    /// Telemetry's labelled counters, histograms and readiness flag.
+    pub(crate) figures: crate::telemetry::Figures,
 }
 
 /// A point-in-time copy of [`RelayStats`].
@@ -99,8 +89,6 @@ pub struct StatsSnapshot {
     /// Groups reset because a newer group of the same track layer passed the
     /// concurrent-group limit.
     pub groups_limited: u64,
-    /// Groups dropped for one subscriber, by cause label (`DropCause::label`).
-    pub drops_by_cause: BTreeMap<&'static str, u64>,
     /// Control messages that had to wait for the sender's rate limit.
     pub control_throttled: u64,
     /// Queued announcements cancelled before a client read them (a track published
@@ -122,13 +110,6 @@ impl RelayStats {
         if let Ok(mut closes) = self.closes.lock() {
             *closes.entry(code_name).or_default() += 1;
         }
-    }
-
-    /// Counts `n` groups dropped for a subscriber because of `cause`.
-    pub(crate) fn count_drops(&self, cause: DropCause, n: u64) {
-        self.groups_dropped.fetch_add(n, Relaxed);
-        let i = DROP_CAUSES.iter().position(|c| *c == cause).unwrap_or(0);
-        self.drops_by_cause[i].fetch_add(n, Relaxed);
     }
 
     /// A copy of every counter.
@@ -156,11 +137,6 @@ impl RelayStats {
             grace_waits: self.grace_waits.load(Relaxed),
             groups_idle: self.groups_idle.load(Relaxed),
             groups_limited: self.groups_limited.load(Relaxed),
-            drops_by_cause: DROP_CAUSES
-                .iter()
-                .zip(&self.drops_by_cause)
-                .map(|(c, n)| (c.label(), n.load(Relaxed)))
-                .collect(),
             control_throttled: self.control_throttled.load(Relaxed),
             control_coalesced: self.control_coalesced.load(Relaxed),
             unjoined_evicted: self.unjoined_evicted.load(Relaxed),

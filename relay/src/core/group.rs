@@ -139,6 +139,8 @@ pub struct GroupBuffer {
     active: u32,
     /// Readers parked at the end of the buffer, to wake on the next push or end.
     waiting: Vec<u32>,
+    /// Unread payload bytes of the readers [`GroupBuffer::shed`] detached, ever.
+    shed_bytes: u64,
     last_push: Instant,
 }
 
@@ -166,6 +168,7 @@ impl GroupBuffer {
                 .collect(),
             active: n,
             waiting: Vec::new(),
+            shed_bytes: 0,
             last_push: now,
         };
         group.append(header, now);
@@ -175,6 +178,12 @@ impl GroupBuffer {
     /// Bytes held now (lengths plus per-chunk overhead).
     pub fn held_bytes(&self) -> usize {
         self.held
+    }
+
+    /// Unread payload bytes of every reader the budget detached so far (for counting
+    /// what those drops discarded).
+    pub fn shed_bytes(&self) -> u64 {
+        self.shed_bytes
     }
 
     /// Readers still reading (not dropped, not finished).
@@ -247,6 +256,8 @@ impl GroupBuffer {
             for i in 0..self.readers.len() {
                 let r = &self.readers[i];
                 if r.state == ReaderState::Reading && r.cursor == slowest {
+                    let lag = self.lag(ReaderId(i as u32)).map_or(0, |l| l.bytes);
+                    self.shed_bytes += lag as u64;
                     self.detach(i, ReaderState::Dropped);
                     evicted.push(ReaderId(i as u32));
                 }
@@ -371,6 +382,13 @@ impl GroupBuffer {
             self.waiting.push(id.0);
         }
         Read::Pending
+    }
+
+    /// When the chunk reader `id` will read next arrived (`None`: nothing to read).
+    pub fn next_arrival(&self, id: ReaderId) -> Option<Instant> {
+        let reader = self.readers.get(id.0 as usize)?;
+        let from = reader.cursor.checked_sub(self.base)? as usize;
+        self.entries.get(from).map(|e| e.at)
     }
 
     /// Whether reader `id` may go on writing; if so, `waker` is woken when that ends
