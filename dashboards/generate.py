@@ -219,6 +219,18 @@ def security():
             [(f"sum by (fault) (rate(orelay_closes_by_fault_total{{{INST}}}[{RI}]))", "{{fault}}")])
     b.panel("Protocol violations by close code", "ops", "Closes for peer misbehaviour, by close code.",
             [(f"sum by (code) (rate(orelay_closes_total{{{INST}, code=~\"PROTOCOL_VIOLATION|MESSAGE_TOO_LARGE|UNKNOWN_MESSAGE|UNEXPECTED_MESSAGE|TRACK_NOT_PUBLISHED|CONTROL_STREAM_CLOSED\"}}[{RI}]))", "{{code}}")])
+    b.panel("Connections evicted before joining, and Retry", "ops",
+            "Connections that never joined, closed to make room for newer ones (a flood of never-joining connections, or a storm past max_unjoined); QUIC Retry packets sent to validate addresses while over half of max_unjoined wait.",
+            [(f"sum(rate(orelay_unjoined_evicted_total{{{INST}}}[{RI}]))", "evicted"),
+             (f"sum(rate(orelay_retries_sent_total{{{INST}}}[{RI}]))", "retries")])
+    b.panel("Control-message flooding", "ops",
+            "Control messages that waited for their sender's rate limit (one client flooding Publish/Subscribe), and queued announcements cancelled before a client read them.",
+            [(f"sum(rate(orelay_control_throttled_total{{{INST}}}[{RI}]))", "throttled"),
+             (f"sum(rate(orelay_control_coalesced_total{{{INST}}}[{RI}]))", "coalesced")])
+    b.panel("Publishers held to their limits", "ops",
+            "Groups reset because a publisher opened more than 4 per track layer, or went silent mid-group past the idle timeout.",
+            [(f"sum(rate(orelay_groups_reset_limit_total{{{INST}}}[{RI}]))", "over the group limit"),
+             (f"sum(rate(orelay_groups_reset_idle_total{{{INST}}}[{RI}]))", "idle")])
     b.panel("Rejections in the last hour", "none", "Joins rejected per reason over the last hour.",
             [(f"sum by (result) (increase(orelay_joins_total{{{INST}, result!=\"admitted\"}}[1h]))", "{{result}}")], kind="stat", width=24)
     return b
