@@ -295,10 +295,12 @@ impl Session {
             }
         };
         let policy = async {
-            let mut tick = tokio::time::interval(POLICY_INTERVAL);
-            tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
             loop {
-                tick.tick().await;
+                // Asleep while this participant reads no group: no timer, no wake-ups.
+                while peer.reads().is_empty() {
+                    peer.reading.notified().await;
+                }
+                tokio::time::sleep(POLICY_INTERVAL).await;
                 enforce(shared, &me.cell, &peer, Instant::now());
             }
         };

@@ -71,6 +71,9 @@ pub(crate) struct Peer {
     /// The groups this subscriber is reading, oldest first; each writer removes its
     /// own entry on every exit path.
     pub(crate) reads: Mutex<Vec<OpenRead>>,
+    /// Woken when a group opens for this subscriber, so its policy timer sleeps while
+    /// it reads nothing (an idle participant costs no timer wake-ups).
+    pub(crate) reading: Notify,
 }
 
 impl Peer {
@@ -81,6 +84,7 @@ impl Peer {
             outbox: Mutex::new(Outbox::new(backlog)),
             outbox_ready: Notify::new(),
             reads: Mutex::new(Vec::new()),
+            reading: Notify::new(),
         }
     }
 
@@ -138,6 +142,9 @@ impl Peer {
             reader,
             superseded: superseded.clone(),
         });
+        drop(reads);
+        // Keeps a permit if the policy timer is not waiting right now.
+        self.reading.notify_one();
         superseded
     }
 
