@@ -100,11 +100,6 @@ impl GroupCell {
         out
     }
 
-    /// Bytes this group holds now.
-    pub(crate) fn held(&self) -> usize {
-        self.with(|g| g.held_bytes())
-    }
-
     /// The next step for `reader`, waiting until there is one, with when the chunk
     /// (if it is one) arrived from the publisher.
     pub(crate) async fn read(&self, reader: ReaderId) -> (Read, Option<Instant>) {

@@ -114,9 +114,11 @@ impl Participant {
             .routed();
     }
 
-    /// Most bytes one more push may leave this publisher's `cell` holding.
-    fn budget(&self, cell: &GroupCell) -> usize {
-        let others = self.held.get().saturating_sub(cell.held());
+    /// Most bytes a group now holding `held` may hold after one more push: the
+    /// publisher's budget less what its other groups hold. Called inside the group's
+    /// lock, so the chunk path takes that lock once.
+    fn budget(&self, held: usize) -> usize {
+        let others = self.held.get().saturating_sub(held);
         self.shared.fanout.group_budget(others)
     }
 }
@@ -193,9 +195,9 @@ pub(crate) async fn ingest_group(me: Arc<Participant>, mut stream: quinn::RecvSt
         enforce(&me.shared, &me.cell, &peer, now);
     }
     // The header counts against the publisher's budget like any chunk.
-    let budget = me.budget(&cell);
     let evicted = cell.with(|g| {
         let before = g.shed_bytes();
+        let budget = me.budget(g.held_bytes());
         (g.shed(budget), g.shed_bytes() - before)
     });
     after_eviction(&me, &cell, evicted, now);
@@ -280,9 +282,9 @@ impl Drop for Registered<'_> {
 /// Appends one chunk within the publisher's budget; readers it pushes out lose the group.
 fn push(me: &Participant, cell: &GroupCell, chunk: Bytes) {
     let now = Instant::now();
-    let budget = me.budget(cell);
     let evicted = cell.with(|g| {
         let before = g.shed_bytes();
+        let budget = me.budget(g.held_bytes());
         (g.push(chunk, now, budget), g.shed_bytes() - before)
     });
     after_eviction(me, cell, evicted, now);

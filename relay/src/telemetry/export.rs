@@ -5,7 +5,7 @@
 //! a load generator in one process do not mix). The hot path never calls the facade:
 //! it only bumps atomics, which costs less than a facade call's registry lookup, and
 //! each scrape copies them into the recorder with `absolute`/`set`. Histograms are
-//! [`AtomicHistogram`](super::histogram::AtomicHistogram)s rendered directly, because
+//! [`AtomicHistogram`](crate::stats::histogram::AtomicHistogram)s rendered directly, because
 //! the recorder cannot take pre-bucketed counts; `process_*` figures are rendered
 //! directly because the facade's counters are integers and CPU time is not.
 
@@ -15,12 +15,12 @@ use std::sync::Arc;
 use metrics::{counter, describe_counter, describe_gauge, gauge, Label, Unit};
 use metrics_exporter_prometheus::{PrometheusBuilder, PrometheusHandle, PrometheusRecorder};
 
-use super::figures::{
-    DatagramDropReason, FaultClass, GroupDropReason, JoinResult, MediaKind, RefuseReason,
-};
-use super::histogram::write_header;
 use super::http::Endpoints;
 use super::process;
+use crate::stats::figures::{
+    DatagramDropReason, FaultClass, GroupDropReason, JoinResult, MediaKind, RefuseReason,
+};
+use crate::stats::histogram::write_header;
 use crate::stats::RelayStats;
 
 /// Close code names a relay-initiated close can carry (each exported, zero until used).

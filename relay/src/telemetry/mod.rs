@@ -1,14 +1,12 @@
 //! Telemetry: Prometheus metrics and health endpoints on a separate HTTP listener.
 //!
 //! The hot path only bumps atomics in [`RelayStats`](crate::RelayStats) (see
-//! [`figures`] for the hooks); [`export`] reads them at scrape time. Nothing here
+//! [`crate::stats::figures`] for the hooks); [`export`] reads them at scrape time. Nothing here
 //! may label a metric with a meeting ID, participant ID, name or address: every
 //! label is a closed enum, listed in `docs/METRICS.md`. This module never touches
 //! media bytes.
 
 pub mod export;
-pub mod figures;
-pub mod histogram;
 pub mod http;
 pub mod process;
 pub mod quic;
@@ -16,11 +14,11 @@ pub mod quic;
 use std::net::SocketAddr;
 use std::sync::Arc;
 
-pub use export::RelayEndpoints;
-pub use figures::{
+pub use crate::stats::figures::{
     DatagramDropReason, FaultClass, Figures, GroupDropReason, JoinResult, MediaKind, RefuseReason,
 };
-pub use histogram::AtomicHistogram;
+pub use crate::stats::histogram::AtomicHistogram;
+pub use export::RelayEndpoints;
 pub use http::{Endpoints, MetricsServer};
 
 use crate::stats::RelayStats;

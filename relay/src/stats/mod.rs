@@ -2,6 +2,9 @@
 //! read as a [`StatsSnapshot`]. Labels are low-cardinality by construction: close
 //! codes and track kinds, never meeting or participant identifiers.
 
+pub mod figures;
+pub mod histogram;
+
 use std::collections::BTreeMap;
 use std::sync::atomic::{AtomicI64, AtomicU64, Ordering::Relaxed};
 use std::sync::Mutex;
@@ -38,7 +41,7 @@ pub struct RelayStats {
     pub(crate) joins_overloaded: AtomicU64,
     closes: Mutex<BTreeMap<&'static str, u64>>,
     /// Telemetry's labelled counters, histograms and readiness flag.
-    pub(crate) figures: crate::telemetry::Figures,
+    pub(crate) figures: figures::Figures,
 }
 
 /// A point-in-time copy of [`RelayStats`].

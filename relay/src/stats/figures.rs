@@ -11,9 +11,9 @@ use std::time::{Duration, Instant};
 use orelay_proto::{RejectReason, TrackKind};
 
 use super::histogram::{AtomicHistogram, MEETING_SIZE_BOUNDS, QUEUE_BOUNDS_BYTES, RTT_BOUNDS_NS};
+use super::RelayStats;
 use crate::core::DropCause;
 use crate::error::SessionError;
-use crate::stats::RelayStats;
 
 /// Declares a label enum: its variants, their label values, and `ALL`.
 macro_rules! label_enum {
@@ -179,29 +179,29 @@ fn counters<const N: usize>() -> [AtomicU64; N] {
 /// Telemetry's own figures, held in [`RelayStats`] beside the original counters.
 #[derive(Debug)]
 pub struct Figures {
-    pub(super) bytes_in: [AtomicU64; MediaKind::ALL.len()],
-    pub(super) bytes_out: [AtomicU64; MediaKind::ALL.len()],
-    pub(super) groups_in: [AtomicU64; MediaKind::ALL.len()],
-    pub(super) groups_out: [AtomicU64; MediaKind::ALL.len()],
-    pub(super) group_drops: [AtomicU64; GroupDropReason::ALL.len()],
-    pub(super) group_drop_bytes: [AtomicU64; GroupDropReason::ALL.len()],
-    pub(super) datagram_drops: [AtomicU64; DatagramDropReason::ALL.len()],
-    pub(super) joins: [AtomicU64; JoinResult::ALL.len()],
-    pub(super) refused: [AtomicU64; RefuseReason::ALL.len()],
-    pub(super) faults: [AtomicU64; FaultClass::ALL.len()],
-    pub(super) handshake_failures: AtomicU64,
-    pub(super) quic_sent_packets: AtomicU64,
-    pub(super) quic_lost_packets: AtomicU64,
-    pub(super) quic_congestion_events: AtomicU64,
-    pub(super) draining: AtomicBool,
+    pub(crate) bytes_in: [AtomicU64; MediaKind::ALL.len()],
+    pub(crate) bytes_out: [AtomicU64; MediaKind::ALL.len()],
+    pub(crate) groups_in: [AtomicU64; MediaKind::ALL.len()],
+    pub(crate) groups_out: [AtomicU64; MediaKind::ALL.len()],
+    pub(crate) group_drops: [AtomicU64; GroupDropReason::ALL.len()],
+    pub(crate) group_drop_bytes: [AtomicU64; GroupDropReason::ALL.len()],
+    pub(crate) datagram_drops: [AtomicU64; DatagramDropReason::ALL.len()],
+    pub(crate) joins: [AtomicU64; JoinResult::ALL.len()],
+    pub(crate) refused: [AtomicU64; RefuseReason::ALL.len()],
+    pub(crate) faults: [AtomicU64; FaultClass::ALL.len()],
+    pub(crate) handshake_failures: AtomicU64,
+    pub(crate) quic_sent_packets: AtomicU64,
+    pub(crate) quic_lost_packets: AtomicU64,
+    pub(crate) quic_congestion_events: AtomicU64,
+    pub(crate) draining: AtomicBool,
     /// Chunk read from a publisher's stream → handed to a subscriber's queue.
-    pub(super) forward_stream: AtomicHistogram,
+    pub(crate) forward_stream: AtomicHistogram,
     /// Datagram read → handed to a subscriber connection's `send_datagram`.
-    pub(super) forward_datagram: AtomicHistogram,
-    pub(super) join_duration: AtomicHistogram,
-    pub(super) meeting_size: AtomicHistogram,
-    pub(super) queue_depth: AtomicHistogram,
-    pub(super) rtt: AtomicHistogram,
+    pub(crate) forward_datagram: AtomicHistogram,
+    pub(crate) join_duration: AtomicHistogram,
+    pub(crate) meeting_size: AtomicHistogram,
+    pub(crate) queue_depth: AtomicHistogram,
+    pub(crate) rtt: AtomicHistogram,
 }
 
 impl Default for Figures {
