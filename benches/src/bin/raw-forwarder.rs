@@ -17,14 +17,12 @@
 use std::net::{SocketAddr, UdpSocket};
 use std::sync::atomic::{AtomicBool, AtomicU64, Ordering::Relaxed};
 use std::sync::{Arc, Mutex};
-use std::time::Duration;
 
 use anyhow::Context;
 use bytes::Bytes;
 use clap::Parser;
 use orelay_proto::control::{ControlMessage, JoinOutcome};
 use orelay_proto::{ClientMessage, ControlDecoder, ErrorCode, ServerMessage};
-use rustls::pki_types::{CertificateDer, PrivatePkcs8KeyDer};
 use socket2::{Domain, Protocol, Socket, Type};
 use tokio::sync::mpsc;
 
@@ -92,42 +90,21 @@ async fn main() -> anyhow::Result<()> {
     Ok(())
 }
 
-/// The relay's transport limits (`relay/src/server.rs` `transport_config`).
-fn transport_config(idle_timeout_ms: u64) -> quinn::TransportConfig {
-    let mut t = quinn::TransportConfig::default();
-    t.max_concurrent_bidi_streams(1u32.into())
-        .max_concurrent_uni_streams(64u32.into())
-        .stream_receive_window((1024u32 * 1024).into())
-        .receive_window((4u32 * 1024 * 1024).into())
-        .send_window(2 * 1024 * 1024)
-        .datagram_receive_buffer_size(Some(64 * 1024))
-        .datagram_send_buffer_size(64 * 1024)
-        .max_idle_timeout(Duration::from_millis(idle_timeout_ms).try_into().ok());
-    t
-}
-
-/// A self-signed certificate and the relay's TLS settings (`relay/src/tls.rs`).
+/// The relay's own TLS and transport settings (`orelay_relay::tls::server_config`,
+/// `orelay_relay::endpoint::transport_config`): the same cipher suite, windows and
+/// limits, so the comparison measures forwarding and nothing else.
 fn server_config(cli: &Cli) -> anyhow::Result<(quinn::ServerConfig, String)> {
-    let names = vec!["localhost".to_owned(), "127.0.0.1".to_owned()];
-    let cert = rcgen::generate_simple_self_signed(names)?;
-    let der: CertificateDer<'static> = cert.cert.der().clone();
-    let fingerprint: String = ring::digest::digest(&ring::digest::SHA256, der.as_ref())
-        .as_ref()
-        .iter()
-        .map(|b| format!("{b:02x}"))
-        .collect();
-    let key = PrivatePkcs8KeyDer::from(cert.key_pair.serialize_der()).into();
-    let provider = Arc::new(rustls::crypto::ring::default_provider());
-    let mut tls = rustls::ServerConfig::builder_with_provider(provider)
-        .with_protocol_versions(&[&rustls::version::TLS13])?
-        .with_no_client_auth()
-        .with_single_cert(vec![der], key)?;
-    tls.alpn_protocols = vec![orelay_proto::ALPN.to_vec()];
-    tls.max_early_data_size = 0;
-    let crypto = quinn::crypto::rustls::QuicServerConfig::try_from(tls)?;
-    let mut config = quinn::ServerConfig::with_crypto(Arc::new(crypto));
-    config.transport_config(Arc::new(transport_config(cli.idle_timeout_ms)));
-    Ok((config, fingerprint))
+    let identity = orelay_relay::tls::Identity::self_signed()?;
+    let fingerprint = identity.fingerprint();
+    let relay = orelay_relay::Config {
+        idle_timeout_ms: cli.idle_timeout_ms,
+        ..orelay_relay::Config::default()
+    };
+    let transport = orelay_relay::endpoint::transport_config(&relay);
+    Ok((
+        orelay_relay::tls::server_config(identity, transport)?,
+        fingerprint,
+    ))
 }
 
 /// A UDP socket with the relay's buffer sizes (the kernel may cap them, as for the relay).
