@@ -178,9 +178,9 @@ pub(crate) async fn ingest_group(me: Arc<Participant>, mut stream: quinn::RecvSt
         return;
     };
     let _registered = Registered { me: &me, slot, key };
-    stats.groups_in.fetch_add(1, Relaxed);
-    stats.groups_out.fetch_add(targets.len() as u64, Relaxed);
-    stats.stream_bytes_in.fetch_add(first_bytes as u64, Relaxed);
+    stats.count_group_in(kind);
+    stats.count_groups_out(kind, targets.len());
+    stats.count_media_in(kind, first_bytes);
     for (i, peer) in targets.into_iter().enumerate() {
         let reader = ReaderId(i as u32);
         let superseded = peer.open_read(&cell, reader);
@@ -216,9 +216,6 @@ pub(crate) async fn ingest_group(me: Arc<Participant>, mut stream: quinn::RecvSt
         match next {
             Ok(Ok(Some(chunk))) => {
                 stats.count_media_in(kind, chunk.bytes.len());
-                stats
-                    .stream_bytes_in
-                    .fetch_add(chunk.bytes.len() as u64, Relaxed);
                 push(&me, &cell, chunk.bytes);
             }
             Ok(Ok(None)) => return cell.with(|g| g.finish()),
@@ -455,7 +452,6 @@ async fn write_group(
                     return;
                 }
                 let stats = &shared.stats;
-                stats.stream_bytes_out.fetch_add(len as u64, Relaxed);
                 stats.count_media_out(cell.kind, len);
                 if let Some(at) = arrived {
                     // Received from the publisher → handed to this subscriber's stream.

@@ -173,6 +173,17 @@ async fn every_subscriber_receives_every_object_of_its_meeting_only() {
     }
     let stats = relay.stats.snapshot();
     assert_eq!(stats.groups_dropped, 0, "no subscriber here is slow");
+    // Every group is counted in once and out once per subscriber, and so are its bytes
+    // (the writers count just after quinn took a chunk, so wait for the last of them).
+    let groups = u64::from(MEETINGS) * PER_MEETING as u64 * GROUPS;
+    assert_eq!(stats.groups_in, groups);
+    assert_eq!(stats.groups_out, groups * (PER_MEETING as u64 - 1));
+    let counted = eventually(Duration::from_secs(5), || {
+        let s = relay.stats.snapshot();
+        s.stream_bytes_in > 0 && s.stream_bytes_out == s.stream_bytes_in * (PER_MEETING as u64 - 1)
+    })
+    .await;
+    assert!(counted, "{:?}", relay.stats.snapshot());
     assert_eq!(stats.meetings_active, MEETINGS as i64);
     for (_, s) in sessions {
         s.leave().await.unwrap();

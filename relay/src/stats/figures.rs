@@ -232,6 +232,19 @@ impl Default for Figures {
     }
 }
 
+impl Figures {
+    /// The sum of a per-kind counter over the kinds that travel as group streams
+    /// (video and screen): the snapshot's stream totals, derived rather than counted
+    /// twice on the hot path.
+    pub(crate) fn stream_total(&self, per_kind: &[AtomicU64; MediaKind::ALL.len()]) -> u64 {
+        MediaKind::ALL
+            .iter()
+            .filter(|k| **k != MediaKind::Audio)
+            .map(|k| per_kind[k.index()].load(Relaxed))
+            .sum()
+    }
+}
+
 /// The hooks the data plane calls. Each is cheap enough for the per-chunk path.
 impl RelayStats {
     /// Media bytes received from a publisher (group header and chunks, or a datagram).
