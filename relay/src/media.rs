@@ -544,18 +544,18 @@ impl AudioRoutes {
         );
         match route {
             Route::Deliver {
-                targets, version, ..
+                targets,
+                version,
+                generation,
             } => {
-                let Some(handle) = state.core.route_version(me.id, header.track) else {
-                    return Ok(false);
-                };
                 let conns = targets
                     .iter()
                     .filter_map(|id| state.peers.get(id).map(|p| p.conn.clone()))
                     .collect();
                 drop(state);
                 // Bounded: a publisher has at most MAX_TRACKS_PER_PARTICIPANT tracks.
-                self.routes.insert(header.track, (handle, version, conns));
+                self.routes
+                    .insert(header.track, (version, generation, conns));
                 me.routed();
                 Ok(true)
             }

@@ -84,10 +84,11 @@ pub enum Route {
     Deliver {
         /// The subscribers of that layer.
         targets: Vec<ParticipantId>,
-        /// The published track's priority (a group header's own is ignored).
-        priority: u8,
-        /// Moves when `targets` goes stale.
-        version: u64,
+        /// The track's route generation handle: `targets` is stale once its value
+        /// differs from `generation`.
+        version: RouteVersion,
+        /// `version`'s value when `targets` was read.
+        generation: u64,
     },
     /// The track is not (yet) published: see [`super::routing::PublishGrace`].
     Unknown,
@@ -422,15 +423,9 @@ impl Meeting {
         }
         Route::Deliver {
             targets: self.subscribers(publisher, track, layer).collect(),
-            priority: t.info.priority,
-            version: t.version.get(),
+            version: t.version.clone(),
+            generation: t.version.get(),
         }
-    }
-
-    /// The route generation of a published track, to check cached routes against.
-    pub fn route_version(&self, publisher: ParticipantId, track: TrackId) -> Option<RouteVersion> {
-        let t = self.participants.get(&publisher)?.tracks.get(&track)?;
-        Some(t.version.clone())
     }
 
     /// The participants that receive `layer` of a track (all of them for audio).

@@ -48,12 +48,13 @@ impl Sim {
             let meeting = &self.meetings[who.meeting];
             match meeting.route(who.id, who.id, track, 0, Transport::Datagram) {
                 Route::Deliver {
-                    targets, version, ..
+                    targets,
+                    version,
+                    generation,
                 } => {
-                    let handle = meeting.route_version(who.id, track).expect("routed");
                     let a = &mut self.audio[i];
                     a.lookups += 1;
-                    a.route = Some((handle, version, targets));
+                    a.route = Some((version, generation, targets));
                     self.client_mut(who).grace.routed();
                 }
                 Route::Unknown => {
