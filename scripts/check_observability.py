@@ -297,6 +297,18 @@ def live(queries, tmp):
         loadgen_text = poll("loadgen objects received", lambda: (lambda t: t if re.search(
             r'^orelay_loadgen_objects_received_total\{kind="video"\} [1-9]', t, re.M) else None)(
             http_get(f"http://{loadgen_metrics}/metrics")[1]), deadline)
+        # Every hook the data plane calls shows traffic: a zero here is a hook that was
+        # lost (an exported zero still makes every panel "non-empty").
+        moving = ['orelay_groups_received_total{kind="video"}', 'orelay_groups_sent_total{kind="video"}',
+                  'orelay_media_received_bytes_total{kind="video"}', 'orelay_media_sent_bytes_total{kind="video"}',
+                  'orelay_media_received_bytes_total{kind="audio"}', 'orelay_media_sent_bytes_total{kind="audio"}',
+                  'orelay_datagrams_received_total', 'orelay_datagrams_sent_total',
+                  'orelay_joins_total{result="admitted"}', 'orelay_join_duration_seconds_count',
+                  'orelay_meeting_participants_count', 'orelay_subscriber_queue_depth_bytes_count']
+        values = {line.rsplit(" ", 1)[0]: line.rsplit(" ", 1)[1]
+                  for line in relay_text.splitlines() if line and not line.startswith("#")}
+        still = [m for m in moving if float(values.get(m, "0")) <= 0]
+        check(not still, "the relay's traffic counters all moved" + ("" if not still else ": zero " + ", ".join(still)))
         for who, text in (("relay", relay_text), ("loadgen", loadgen_text)):
             r = subprocess.run(["promtool", "check", "metrics"], input=text, capture_output=True, text=True)
             check(r.returncode == 0 and not (r.stdout + r.stderr).strip(),
