@@ -9,7 +9,7 @@ use std::task::Waker;
 
 use orelay_proto::GroupHeader;
 
-use super::super::{Grace, Opened, Read, Route, Transport};
+use super::super::{Grace, Lag, Opened, Read, Route, Transport};
 use super::*;
 use crate::error::PeerMisbehaved;
 
@@ -273,6 +273,14 @@ impl Sim {
         }
     }
 
+    /// How far behind a client is in one of its groups (`None`: no longer reading).
+    pub(super) fn lag_of(&self, e: &Received) -> Option<Lag> {
+        self.groups[e.slot]
+            .buf
+            .as_ref()
+            .and_then(|b| b.lag(e.reader))
+    }
+
     /// Glue step 2: one subscriber's drop policy over its open groups.
     pub(super) fn policy_pass(&mut self, who: Who) {
         let c = &self.clients[&who];
@@ -280,10 +288,7 @@ impl Sim {
         let mut entries = Vec::new();
         for &k in &c.open {
             let e = &c.received[k];
-            let lag = self.groups[e.slot]
-                .buf
-                .as_ref()
-                .and_then(|b| b.lag(e.reader));
+            let lag = self.lag_of(e);
             if let Some(lag) = lag {
                 backlog.push(Backlog {
                     key: e.key,
