@@ -541,7 +541,7 @@ impl Sim {
             let mut publishers = Vec::new();
             for &k in &c.open {
                 let e = &c.received[k];
-                let lag = self.lag_of(e);
+                let lag = Sim::lag_in(&self.groups, e);
                 assert_eq!(lag.is_some(), e.reading, "{who:?} {e:?} at {at:?}");
                 if let Some(lag) = lag {
                     assert_eq!(e.offered, e.written + lag.bytes as u64, "{who:?} {e:?}");

@@ -274,11 +274,9 @@ impl Sim {
     }
 
     /// How far behind a client is in one of its groups (`None`: no longer reading).
-    pub(super) fn lag_of(&self, e: &Received) -> Option<Lag> {
-        self.groups[e.slot]
-            .buf
-            .as_ref()
-            .and_then(|b| b.lag(e.reader))
+    /// Takes the groups alone, so callers may hold the clients mutably.
+    pub(super) fn lag_in(groups: &[Group], e: &Received) -> Option<Lag> {
+        groups[e.slot].buf.as_ref().and_then(|b| b.lag(e.reader))
     }
 
     /// Glue step 2: one subscriber's drop policy over its open groups.
@@ -288,7 +286,7 @@ impl Sim {
         let mut entries = Vec::new();
         for &k in &c.open {
             let e = &c.received[k];
-            let lag = self.lag_of(e);
+            let lag = Self::lag_in(&self.groups, e);
             if let Some(lag) = lag {
                 backlog.push(Backlog {
                     key: e.key,
