@@ -12,8 +12,14 @@ pub fn histogram() -> Histogram<u64> {
 }
 
 /// A histogram of microseconds, serialised as `[[value, count], ...]`.
-#[derive(Debug, Clone)]
+#[derive(Clone)]
 pub struct Hist(pub Histogram<u64>);
+
+impl std::fmt::Debug for Hist {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        write!(f, "Hist({})", self.millis())
+    }
+}
 
 impl Default for Hist {
     fn default() -> Self {
