@@ -78,16 +78,19 @@ pub struct PlanError(pub String);
 /// Plans the fleet.
 pub fn plan(f: &Forecast) -> Result<FleetPlan, PlanError> {
     let bad = |m: &str| Err(PlanError(m.into()));
-    if !(f.capacity_per_relay > 0.0) {
+    // Written as "is positive" checks so that NaN fails them too.
+    let positive = |v: f64| v > 0.0 && v.is_finite();
+    if !positive(f.capacity_per_relay) {
         return bad("capacity_per_relay must be positive");
     }
-    if !(f.daily_participants >= 0.0) || !(0.0..=1.0).contains(&f.peak_hour_share) {
+    let share = |v: f64| (0.0..=1.0).contains(&v);
+    if !(f.daily_participants == 0.0 || positive(f.daily_participants)) || !share(f.peak_hour_share) {
         return bad("daily_participants must be >= 0 and peak_hour_share in 0..=1");
     }
-    if !(f.meeting_minutes > 0.0) || !(f.target_utilisation > 0.0 && f.target_utilisation <= 1.0) {
+    if !positive(f.meeting_minutes) || !positive(f.target_utilisation) || !share(f.target_utilisation) {
         return bad("meeting_minutes must be positive and target_utilisation in (0, 1]");
     }
-    if f.zones == 0 || f.regions.is_empty() || f.regions.iter().any(|r| !(r.1 > 0.0)) {
+    if f.zones == 0 || f.regions.is_empty() || f.regions.iter().any(|r| !positive(r.1)) {
         return bad("zones must be >= 1 and every region needs a positive share");
     }
     let peak_joins = f.daily_participants * f.peak_hour_share;
