@@ -84,10 +84,14 @@ pub fn plan(f: &Forecast) -> Result<FleetPlan, PlanError> {
         return bad("capacity_per_relay must be positive");
     }
     let share = |v: f64| (0.0..=1.0).contains(&v);
-    if !(f.daily_participants == 0.0 || positive(f.daily_participants)) || !share(f.peak_hour_share) {
+    if !(f.daily_participants == 0.0 || positive(f.daily_participants)) || !share(f.peak_hour_share)
+    {
         return bad("daily_participants must be >= 0 and peak_hour_share in 0..=1");
     }
-    if !positive(f.meeting_minutes) || !positive(f.target_utilisation) || !share(f.target_utilisation) {
+    if !positive(f.meeting_minutes)
+        || !positive(f.target_utilisation)
+        || !share(f.target_utilisation)
+    {
         return bad("meeting_minutes must be positive and target_utilisation in (0, 1]");
     }
     if f.zones == 0 || f.regions.is_empty() || f.regions.iter().any(|r| !positive(r.1)) {

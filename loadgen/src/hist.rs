@@ -4,16 +4,19 @@
 use hdrhistogram::Histogram;
 use serde::{Deserialize, Deserializer, Serialize, Serializer};
 
-/// A latency histogram: 1 µs to 1 hour at 3 significant digits.
+/// A latency histogram: 1 µs to 1 hour at 2 significant digits (1 % resolution,
+/// ~25 KiB; there is one per meeting and figure, so 3 digits' 190 KiB would not fit
+/// 1,000s of meetings).
 pub fn histogram() -> Histogram<u64> {
     // Fixed, valid bounds: this cannot fail.
-    Histogram::new_with_bounds(1, 3_600_000_000, 3)
+    Histogram::new_with_bounds(1, 3_600_000_000, 2)
         .unwrap_or_else(|e| panic!("fixed histogram bounds rejected: {e}"))
 }
 
-/// A histogram of microseconds, serialised as `[[value, count], ...]`.
-#[derive(Clone)]
-pub struct Hist(pub Histogram<u64>);
+/// A histogram of microseconds, allocated on its first value, serialised as
+/// `[[value, count], ...]`.
+#[derive(Clone, Default)]
+pub struct Hist(Option<Box<Histogram<u64>>>);
 
 impl std::fmt::Debug for Hist {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
@@ -21,70 +24,67 @@ impl std::fmt::Debug for Hist {
     }
 }
 
-impl Default for Hist {
-    fn default() -> Self {
-        Hist(histogram())
-    }
-}
-
 impl PartialEq for Hist {
     fn eq(&self, other: &Self) -> bool {
-        self.0.len() == other.0.len()
-            && self
-                .0
-                .iter_recorded()
-                .zip(other.0.iter_recorded())
-                .all(|(a, b)| {
-                    a.value_iterated_to() == b.value_iterated_to()
-                        && a.count_at_value() == b.count_at_value()
-                })
+        self.pairs() == other.pairs()
     }
 }
 
 impl Hist {
+    fn get(&mut self) -> &mut Histogram<u64> {
+        self.0.get_or_insert_with(|| Box::new(histogram()))
+    }
+
+    /// `(value, count)` of every recorded value bucket.
+    pub fn pairs(&self) -> Vec<(u64, u64)> {
+        self.0.as_ref().map_or_else(Vec::new, |h| {
+            h.iter_recorded()
+                .map(|v| (v.value_iterated_to(), v.count_at_value()))
+                .collect()
+        })
+    }
+
     /// Records microseconds (0 counts as 1).
     pub fn record_us(&mut self, us: u64) {
-        let _ = self.0.record(us.clamp(1, 3_600_000_000));
+        let _ = self.get().record(us.clamp(1, 3_600_000_000));
     }
 
     /// Adds another histogram's counts.
     pub fn add(&mut self, other: &Hist) {
-        let _ = self.0.add(&other.0);
+        if let Some(o) = &other.0 {
+            let _ = self.get().add(&**o);
+        }
     }
 
     /// Values recorded.
     pub fn count(&self) -> u64 {
-        self.0.len()
+        self.0.as_ref().map_or(0, |h| h.len())
     }
 
     /// The `q` quantile in milliseconds (`None` when empty).
     pub fn quantile_ms(&self, q: f64) -> Option<f64> {
-        (!self.0.is_empty()).then(|| self.0.value_at_quantile(q) as f64 / 1000.0)
+        let h = self.0.as_ref().filter(|h| !h.is_empty())?;
+        Some(h.value_at_quantile(q) as f64 / 1000.0)
     }
 
     /// Median, p99 and maximum in milliseconds.
     pub fn millis(&self) -> Millis {
-        if self.0.is_empty() {
+        let Some(h) = self.0.as_ref().filter(|h| !h.is_empty()) else {
             return Millis::default();
-        }
+        };
         let ms = |v: u64| v as f64 / 1000.0;
         Millis {
-            count: self.0.len(),
-            p50: ms(self.0.value_at_quantile(0.50)),
-            p99: ms(self.0.value_at_quantile(0.99)),
-            max: ms(self.0.max()),
+            count: h.len(),
+            p50: ms(h.value_at_quantile(0.50)),
+            p99: ms(h.value_at_quantile(0.99)),
+            max: ms(h.max()),
         }
     }
 }
 
 impl Serialize for Hist {
     fn serialize<S: Serializer>(&self, s: S) -> Result<S::Ok, S::Error> {
-        let pairs: Vec<(u64, u64)> = self
-            .0
-            .iter_recorded()
-            .map(|v| (v.value_iterated_to(), v.count_at_value()))
-            .collect();
-        pairs.serialize(s)
+        self.pairs().serialize(s)
     }
 }
 
@@ -93,7 +93,8 @@ impl<'de> Deserialize<'de> for Hist {
         let pairs = Vec::<(u64, u64)>::deserialize(d)?;
         let mut h = Hist::default();
         for (v, c) in pairs {
-            h.0.record_n(v.clamp(1, 3_600_000_000), c)
+            h.get()
+                .record_n(v.clamp(1, 3_600_000_000), c)
                 .map_err(serde::de::Error::custom)?;
         }
         Ok(h)

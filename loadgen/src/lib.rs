@@ -184,12 +184,15 @@ pub async fn run_with(
         .iter()
         .map(|&m| Ok((m, Arc::new(seal::MeetingKey::generate()?))))
         .collect::<anyhow::Result<std::collections::HashMap<_, _>>>()?;
-    let mut tallies = Vec::with_capacity(total);
+    let tallies: std::collections::HashMap<usize, Arc<Mutex<Tally>>> = plan
+        .meetings
+        .iter()
+        .map(|&m| (m, Arc::new(Mutex::new(Tally::new(m)))))
+        .collect();
     let mut tasks = Vec::with_capacity(total);
     for (n, slot) in plan.slots.iter().enumerate() {
         let m = slot.meeting;
-        let tally = Arc::new(Mutex::new(Tally::new(m)));
-        tallies.push(tally.clone());
+        let tally = tallies[&m].clone();
         let p = participant::Plan {
             scenario: scenario.clone(),
             relay: addr,
@@ -197,6 +200,7 @@ pub async fn run_with(
             passcode: scenario.passcode(m),
             key: keys[&m].clone(),
             slot: slot.clone(),
+            index: n,
             start,
             drain,
             live: live.clone(),
@@ -298,7 +302,7 @@ pub async fn run_with(
     };
     report.add_tallies(
         tallies
-            .iter()
+            .values()
             .map(|t| std::mem::take(&mut *t.lock().unwrap_or_else(|p| p.into_inner())))
             .collect(),
     );

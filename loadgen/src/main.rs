@@ -82,7 +82,7 @@ struct ScenarioArgs {
     /// Speakers per meeting (send audio and all video layers) [default: everyone].
     #[arg(long)]
     speakers: Option<usize>,
-    /// Share of non-speakers with the camera on, 0..=1 [default: 1].
+    /// Share of publishers (speakers included) with the camera on, 0..=1 [default: 1].
     #[arg(long)]
     camera_on: Option<f64>,
     /// Video subscription: all, speaker or gallery:N [default: all].

@@ -3,7 +3,7 @@
 //! Like the relay, participants only bump atomics in [`Live`]; each scrape copies
 //! them into a local Prometheus recorder through the `metrics` facade and renders
 //! the latency histograms from their atomic buckets. Labels are closed sets
-//! (`kind`: audio, video; `result`: admitted, failed), never meeting or
+//! (`kind`: audio, video, screen; `result`: admitted, failed), never meeting or
 //! participant identifiers.
 
 use std::net::SocketAddr;

@@ -18,7 +18,7 @@ use crate::hist::Hist;
 use crate::scenario::{frame_bytes, Subscribe};
 use crate::schedule::{audio_period, screen_frames, ticks, video_period, Slot, Stint};
 use crate::seal::MeetingKey;
-use crate::tally::{Kind, Live, Tally};
+use crate::tally::{Kind, Live, Receiver, Tally};
 use crate::Scenario;
 
 const AUDIO_TRACK: u64 = 1;
@@ -50,6 +50,8 @@ pub struct Plan {
     pub key: Arc<MeetingKey>,
     /// Its part of the schedule.
     pub slot: Slot,
+    /// Its index in the schedule (receiver IDs derive from it).
+    pub index: usize,
     /// The run's time zero (schedule offsets count from here).
     pub start: Instant,
     /// How long to keep receiving after media stops.
@@ -63,12 +65,13 @@ fn lock(t: &Mutex<Tally>) -> std::sync::MutexGuard<'_, Tally> {
     t.lock().unwrap_or_else(|p| p.into_inner())
 }
 
-/// Runs one participant's stints to completion, measuring into `tally`.
+/// Runs one participant's stints to completion, measuring into its meeting's `tally`.
 pub async fn run(client: Client, plan: Plan, tally: Arc<Mutex<Tally>>) {
     let last = plan.slot.stints.len().saturating_sub(1);
     for (i, stint) in plan.slot.stints.iter().enumerate() {
         sleep_until((plan.start + stint.join).into()).await;
-        let session = match join(&client, &plan, &tally).await {
+        let receiver = ((plan.index as u64) << 8) | i as u64;
+        let session = match join(&client, &plan, &tally, receiver).await {
             Ok(s) => s,
             Err(e) => {
                 tracing::warn!(error = %e, "join failed");
@@ -83,7 +86,7 @@ pub async fn run(client: Client, plan: Plan, tally: Arc<Mutex<Tally>>) {
         } else {
             Duration::ZERO
         };
-        if let Err(e) = participate(session, &plan, *stint, drain, tally.clone()).await {
+        if let Err(e) = participate(session, &plan, *stint, drain, receiver, tally.clone()).await {
             tracing::debug!(error = %e, "participant ended with an error");
         }
         plan.live.connected.fetch_sub(1, Relaxed);
@@ -92,7 +95,12 @@ pub async fn run(client: Client, plan: Plan, tally: Arc<Mutex<Tally>>) {
 
 /// The one place a participant joins: connects (timing the first server flight and
 /// the TLS handshake) and sends `Join`. Admission credentials plug in here.
-async fn join(client: &Client, plan: &Plan, tally: &Mutex<Tally>) -> Result<Session, ClientError> {
+async fn join(
+    client: &Client,
+    plan: &Plan,
+    tally: &Mutex<Tally>,
+    receiver: Receiver,
+) -> Result<Session, ClientError> {
     let t0 = Instant::now();
     let mut connecting = client.connecting(plan.relay)?;
     connecting.handshake_data().await?;
@@ -113,7 +121,7 @@ async fn join(client: &Client, plan: &Plan, tally: &Mutex<Tally>) -> Result<Sess
     t.join_phases[0].record_us(us(t1 - t0));
     t.join_phases[1].record_us(us(t2 - t1));
     t.join_phases[2].record_us(us(t3 - t2));
-    t.admitted_at = Some(t3);
+    t.admitted(receiver);
     Ok(session)
 }
 
@@ -172,6 +180,7 @@ async fn participate(
     plan: &Plan,
     stint: Stint,
     drain: Duration,
+    me: Receiver,
     tally: Arc<Mutex<Tally>>,
 ) -> Result<(), ClientError> {
     let s = &plan.scenario;
@@ -203,12 +212,14 @@ async fn participate(
     let media = session.media();
     let receivers = [
         tokio::spawn(receive_groups(
+            me,
             media.clone(),
             plan.key.clone(),
             plan.live.clone(),
             tally.clone(),
         )),
         tokio::spawn(receive_audio(
+            me,
             media.clone(),
             plan.key.clone(),
             plan.live.clone(),
@@ -425,6 +436,7 @@ async fn send_screen(
 }
 
 async fn receive_groups(
+    me: Receiver,
     media: Media,
     key: Arc<MeetingKey>,
     live: Arc<Live>,
@@ -432,6 +444,7 @@ async fn receive_groups(
 ) {
     while let Ok(group) = media.accept_group().await {
         tokio::spawn(receive_group(
+            me,
             group,
             key.clone(),
             live.clone(),
@@ -441,6 +454,7 @@ async fn receive_groups(
 }
 
 async fn receive_group(
+    me: Receiver,
     mut group: GroupReader,
     key: Arc<MeetingKey>,
     live: Arc<Live>,
@@ -452,7 +466,7 @@ async fn receive_group(
     } else {
         Kind::Video
     };
-    lock(&tally).group_started(h.publisher, h.track, h.group);
+    lock(&tally).group_started(me, h.publisher, h.track, h.group);
     let mut group_header = BytesMut::with_capacity(32);
     h.encode(&mut group_header);
     let mut aad = BytesMut::with_capacity(64);
@@ -469,7 +483,7 @@ async fn receive_group(
                             .fetch_add(obj.payload.len() as u64, Relaxed);
                         let latency_us = now_us().saturating_sub(sent);
                         live.latency.record(latency_us.saturating_mul(1000));
-                        lock(&tally).object(kind, latency_us);
+                        lock(&tally).object(me, kind, latency_us);
                     }
                     None => {
                         live.decrypt_failures.fetch_add(1, Relaxed);
@@ -477,11 +491,11 @@ async fn receive_group(
                 }
             }
             Ok(None) => {
-                lock(&tally).group_complete(h.publisher, h.track);
+                lock(&tally).group_complete(me, h.publisher, h.track);
                 return;
             }
             Err(ClientError::Reset(code)) if code == ErrorCode::GROUP_DROPPED => {
-                lock(&tally).group_reset(h.publisher, h.track);
+                lock(&tally).group_reset(me, h.publisher, h.track);
                 return;
             }
             Err(_) => return,
@@ -490,6 +504,7 @@ async fn receive_group(
 }
 
 async fn receive_audio(
+    me: Receiver,
     media: Media,
     key: Arc<MeetingKey>,
     live: Arc<Live>,
@@ -505,7 +520,7 @@ async fn receive_audio(
                 live.bytes_received.fetch_add(payload.len() as u64, Relaxed);
                 let latency_us = now_us().saturating_sub(sent);
                 live.latency.record(latency_us.saturating_mul(1000));
-                let expected = lock(&tally).audio(h.publisher, h.track, h.object, latency_us);
+                let expected = lock(&tally).audio(me, h.publisher, h.track, h.object, latency_us);
                 live.audio_expected.fetch_add(expected, Relaxed);
             }
             None => {

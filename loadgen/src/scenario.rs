@@ -129,7 +129,7 @@ pub struct Scenario {
     pub audio_pps: u32,
     /// Audio payload bytes before sealing (Opus at ~32 kbit/s is ~80 bytes per 20 ms).
     pub audio_bytes: usize,
-    /// Share of publishers (0..=1) with the camera on.
+    /// Share of publishers (0..=1) with the camera on (speakers included).
     pub camera_on: f64,
     /// Video frames per second.
     pub video_fps: u32,

@@ -64,7 +64,11 @@ struct GroupSeq {
     broken_since: Option<Instant>,
 }
 
-/// One participant's measurements.
+/// Who received: one ID per participant connection (stint).
+pub type Receiver = u64;
+
+/// One meeting's measurements (its participants share it: a tally per participant
+/// would cost a set of histograms per connection).
 #[derive(Debug, Default)]
 pub struct Tally {
     /// Meeting number.
@@ -81,20 +85,20 @@ pub struct Tally {
     pub send_skew: Hist,
     /// Sends scheduled while the join was still in progress, sent on admission.
     pub send_catchup: u64,
-    audio: HashMap<(u64, u64), AudioSeq>,
-    groups: HashMap<(u64, u64), GroupSeq>,
+    audio: HashMap<(Receiver, u64, u64), AudioSeq>,
+    groups: HashMap<(Receiver, u64, u64), GroupSeq>,
     /// Groups whose first object arrived.
     pub groups_started: u64,
     /// Groups received completely.
     pub groups_complete: u64,
     /// Groups the relay reset because this subscriber fell behind.
     pub groups_reset: u64,
-    /// Waiting for the first media object since admission (cleared on arrival).
-    pub admitted_at: Option<Instant>,
+    /// Receivers admitted and waiting for their first media object.
+    admitted: HashMap<Receiver, Instant>,
 }
 
 impl Tally {
-    /// A tally for a participant of meeting `meeting`.
+    /// A tally for meeting `meeting`.
     pub fn new(meeting: usize) -> Tally {
         Tally {
             meeting,
@@ -102,20 +106,32 @@ impl Tally {
         }
     }
 
-    fn arrived(&mut self, kind: Kind, latency_us: u64) {
+    /// Notes that `receiver` was admitted now (first media is timed from here).
+    pub fn admitted(&mut self, receiver: Receiver) {
+        self.admitted.insert(receiver, Instant::now());
+    }
+
+    fn arrived(&mut self, receiver: Receiver, kind: Kind, latency_us: u64) {
         self.latency[kind as usize].record_us(latency_us);
-        if let Some(at) = self.admitted_at.take() {
+        if let Some(at) = self.admitted.remove(&receiver) {
             self.join_phases[3].record_us(at.elapsed().as_micros() as u64);
         }
     }
 
     /// Records an audio object's arrival; returns how many more objects this makes
     /// expected (the growth of the track's sequence range).
-    pub fn audio(&mut self, publisher: u64, track: u64, seq: u64, latency_us: u64) -> u64 {
+    pub fn audio(
+        &mut self,
+        receiver: Receiver,
+        publisher: u64,
+        track: u64,
+        seq: u64,
+        latency_us: u64,
+    ) -> u64 {
         let mut before = 0;
         let s = self
             .audio
-            .entry((publisher, track))
+            .entry((receiver, publisher, track))
             .and_modify(|s| before = s.last - s.first + 1)
             .or_insert(AudioSeq {
                 first: seq,
@@ -126,19 +142,19 @@ impl Tally {
         s.last = s.last.max(seq);
         s.count += 1;
         let grew = (s.last - s.first + 1) - before;
-        self.arrived(Kind::Audio, latency_us);
+        self.arrived(receiver, Kind::Audio, latency_us);
         grew
     }
 
     /// Records a video or screen object's arrival.
-    pub fn object(&mut self, kind: Kind, latency_us: u64) {
-        self.arrived(kind, latency_us);
+    pub fn object(&mut self, receiver: Receiver, kind: Kind, latency_us: u64) {
+        self.arrived(receiver, kind, latency_us);
     }
 
     /// Records that a group started arriving, noting groups that never did.
-    pub fn group_started(&mut self, publisher: u64, track: u64, group: u64) {
+    pub fn group_started(&mut self, receiver: Receiver, publisher: u64, track: u64, group: u64) {
         self.groups_started += 1;
-        let g = self.groups.entry((publisher, track)).or_default();
+        let g = self.groups.entry((receiver, publisher, track)).or_default();
         if let Some(last) = g.last {
             if group > last + 1 {
                 g.gaps += group - last - 1;
@@ -149,9 +165,9 @@ impl Tally {
     }
 
     /// Records a complete group; closes a keyframe-recovery interval if one was open.
-    pub fn group_complete(&mut self, publisher: u64, track: u64) {
+    pub fn group_complete(&mut self, receiver: Receiver, publisher: u64, track: u64) {
         self.groups_complete += 1;
-        let g = self.groups.entry((publisher, track)).or_default();
+        let g = self.groups.entry((receiver, publisher, track)).or_default();
         if let Some(since) = g.broken_since.take() {
             self.keyframe_recovery
                 .record_us(since.elapsed().as_micros() as u64);
@@ -159,9 +175,9 @@ impl Tally {
     }
 
     /// Records a group the relay reset.
-    pub fn group_reset(&mut self, publisher: u64, track: u64) {
+    pub fn group_reset(&mut self, receiver: Receiver, publisher: u64, track: u64) {
         self.groups_reset += 1;
-        let g = self.groups.entry((publisher, track)).or_default();
+        let g = self.groups.entry((receiver, publisher, track)).or_default();
         g.broken_since.get_or_insert_with(Instant::now);
     }
 
@@ -177,31 +193,6 @@ impl Tally {
     pub fn group_gaps(&self) -> u64 {
         self.groups.values().map(|g| g.gaps).sum()
     }
-
-    /// Folds another tally of the same participant (a later stint) into this one.
-    pub fn absorb(&mut self, other: Tally) {
-        for (a, b) in self.latency.iter_mut().zip(&other.latency) {
-            a.add(b);
-        }
-        for (a, b) in self.join_phases.iter_mut().zip(&other.join_phases) {
-            a.add(b);
-        }
-        self.join.add(&other.join);
-        self.keyframe_recovery.add(&other.keyframe_recovery);
-        self.send_skew.add(&other.send_skew);
-        self.send_catchup += other.send_catchup;
-        self.groups_started += other.groups_started;
-        self.groups_complete += other.groups_complete;
-        self.groups_reset += other.groups_reset;
-        // Sequence state is per connection: a rejoin starts new ranges.
-        let base = self.audio.len() as u64 + self.groups.len() as u64;
-        for (i, (k, v)) in other.audio.into_iter().enumerate() {
-            self.audio.insert((k.0 | (base + i as u64) << 48, k.1), v);
-        }
-        for (i, (k, v)) in other.groups.into_iter().enumerate() {
-            self.groups.insert((k.0 | (base + i as u64) << 48, k.1), v);
-        }
-    }
 }
 
 #[cfg(test)]
@@ -212,22 +203,24 @@ mod tests {
     fn loss_gaps_and_recovery_are_counted() {
         let mut t = Tally::new(0);
         for seq in [0, 1, 3, 4] {
-            t.audio(7, 1, seq, 1000);
+            t.audio(1, 7, 1, seq, 1000);
         }
-        assert_eq!(t.audio_expected_received(), (5, 4));
-        t.group_started(7, 2, 0);
-        t.group_complete(7, 2);
-        t.group_started(7, 2, 2);
-        assert_eq!(t.group_gaps(), 1);
-        t.group_complete(7, 2);
-        assert_eq!(t.keyframe_recovery.count(), 1);
-        t.group_reset(7, 2);
-        t.group_started(7, 2, 3);
-        t.group_complete(7, 2);
-        assert_eq!(t.keyframe_recovery.count(), 2);
-        let mut later = Tally::new(0);
-        later.audio(7, 1, 100, 1000);
-        t.absorb(later);
+        // Another receiver of the same track keeps its own sequence range.
+        t.audio(2, 7, 1, 9, 1000);
         assert_eq!(t.audio_expected_received(), (6, 5));
+        t.group_started(1, 7, 2, 0);
+        t.group_complete(1, 7, 2);
+        t.group_started(1, 7, 2, 2);
+        assert_eq!(t.group_gaps(), 1);
+        t.group_complete(1, 7, 2);
+        assert_eq!(t.keyframe_recovery.count(), 1);
+        t.group_reset(1, 7, 2);
+        t.group_started(1, 7, 2, 3);
+        t.group_complete(1, 7, 2);
+        assert_eq!(t.keyframe_recovery.count(), 2);
+        t.admitted(5);
+        t.object(5, Kind::Video, 10);
+        t.object(5, Kind::Video, 10);
+        assert_eq!(t.join_phases[3].count(), 1, "first media once per receiver");
     }
 }
