@@ -178,7 +178,9 @@ pub async fn run_with(
     let drain =
         (scenario.duration / 4).clamp(Duration::from_millis(250), Duration::from_millis(1500));
     let hard_stop = start + plan.media_end + drain + Duration::from_secs(15);
-    let run_tag = std::process::id();
+    // Distinct meeting IDs for every run of this process (capacity steps reuse a relay).
+    static RUNS: std::sync::atomic::AtomicU32 = std::sync::atomic::AtomicU32::new(0);
+    let run_tag = std::process::id().wrapping_add(RUNS.fetch_add(1, Relaxed).wrapping_mul(7919));
     let keys = plan
         .meetings
         .iter()
@@ -242,7 +244,16 @@ pub async fn run_with(
                 live.decrypt_failures.load(Relaxed),
             ));
             if let Some(f) = series.as_mut() {
-                let relay = relay_probe.as_ref().map(|p| p.last().clone());
+                let relay = relay_probe.as_ref().map(|p| {
+                    let keep = |k: &String| {
+                        probe::RELAY_COUNTERS.contains(&k.as_str()) || k.starts_with("process_")
+                    };
+                    p.last()
+                        .iter()
+                        .filter(|(k, _)| keep(k))
+                        .map(|(k, v)| (k.clone(), *v))
+                        .collect::<std::collections::BTreeMap<_, _>>()
+                });
                 let line = serde_json::json!({
                     "t": secs, "connected": live.connected.load(Relaxed), "joined": joined,
                     "join_failed": live.join_failed.load(Relaxed), "received": rx,

@@ -26,6 +26,9 @@ pub const RELAY_COUNTERS: &[&str] = &[
     "orelay_closes_total",
     "orelay_media_received_bytes_total",
     "orelay_media_sent_bytes_total",
+    "orelay_quic_lost_packets_total",
+    "orelay_quic_congestion_events_total",
+    "orelay_udp_receive_buffer_errors_total",
 ];
 
 /// Parses the Prometheus text format into `name{labels}` → value, plus a per-name sum.
