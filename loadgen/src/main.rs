@@ -261,6 +261,20 @@ fn write_json(path: &Option<PathBuf>, value: &impl serde::Serialize) -> anyhow::
     Ok(())
 }
 
+/// A live progress line rewritten in place on a terminal; plain lines otherwise
+/// (logs, CI). Lines that are not progress ticks (e.g. the metrics address) stay.
+fn progress_printer() -> impl FnMut(&str) {
+    use std::io::IsTerminal;
+    let tty = std::io::stderr().is_terminal();
+    move |line: &str| {
+        if tty && line.starts_with('[') {
+            eprint!("\r{line}\x1b[K");
+        } else {
+            eprintln!("{line}");
+        }
+    }
+}
+
 fn verdict(passed: bool) -> ExitCode {
     if passed {
         ExitCode::SUCCESS
@@ -296,8 +310,8 @@ async fn main() -> anyhow::Result<ExitCode> {
                 series: args.series,
             };
             let report =
-                orelay_loadgen::run_with(scenario, target, opts, |line| eprintln!("{line}"))
-                    .await?;
+                orelay_loadgen::run_with(scenario, target, opts, progress_printer()).await?;
+            eprintln!(); // ends a progress line rewritten in place
             println!("{report}");
             write_json(&args.json, &report)?;
             Ok(verdict(report.passed()))
