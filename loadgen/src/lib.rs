@@ -29,6 +29,8 @@ use std::time::{Duration, Instant};
 
 use anyhow::Context;
 use orelay_client::Client;
+use orelay_proto::{Credential, Role};
+pub use orelay_relay::tools::LocalIssuer;
 
 pub use report::Report;
 pub use scenario::Scenario;
@@ -51,7 +53,41 @@ pub enum Target {
         addr: SocketAddr,
         /// Its certificate fingerprint.
         fingerprint: [u8; 32],
+        /// How participants are admitted there.
+        admission: Admission,
     },
+}
+
+/// How loadgen's participants get into an external relay's meetings.
+#[derive(Debug, Clone)]
+pub enum Admission {
+    /// Tokens signed with this key (the relay must list its public key): each meeting's
+    /// first seat is its host, the others participants; every token requires
+    /// the meeting passcode.
+    Tokens(Arc<LocalIssuer>),
+    /// An open-mode relay: every participant presents the host secret (which is what
+    /// may create a meeting there, whoever joins first).
+    HostSecret(String),
+}
+
+impl Admission {
+    /// The credential of seat `seat` of a meeting.
+    fn credential(&self, meeting_id: &str, passcode: &str, seat: usize) -> Credential {
+        match self {
+            Admission::Tokens(issuer) => {
+                let role = if seat == 0 {
+                    Role::Host
+                } else {
+                    Role::Participant
+                };
+                let identity = format!("loadgen-{seat}");
+                issuer
+                    .token(meeting_id, &identity, role, Some(passcode), 86_400)
+                    .map_or(Credential::None, Credential::Token)
+            }
+            Admission::HostSecret(secret) => Credential::HostSecret(secret.clone()),
+        }
+    }
 }
 
 /// Optional parts of a run.
@@ -117,27 +153,34 @@ pub async fn run_with(
     let shard = opts.shard.unwrap_or(Shard::ALL);
     let plan = schedule::build(&scenario, shard);
     let total = plan.participants();
-    let (relay, addr, fingerprint) = match target {
+    let (relay, addr, fingerprint, admission) = match target {
         Target::InProcess | Target::InProcessLimited(_) => {
             let max = match target {
                 Target::InProcessLimited(n) => n,
                 _ => total + 64,
             };
-            let config = orelay_relay::Config {
+            let mut config = orelay_relay::Config {
                 listen: SocketAddr::from(([127, 0, 0, 1], 0)),
                 max_connections: max,
                 max_unjoined: max.min(10_064),
                 ..orelay_relay::Config::default()
             };
+            // Loadgen plays the meeting service too: it mints its own join tokens.
+            let issuer = Arc::new(LocalIssuer::generate()?);
+            issuer.configure(&mut config);
             let relay = orelay_relay::Relay::bind(config)
                 .context("starting the in-process relay")?
                 .spawn()?;
             let pin = orelay_client::parse_fingerprint(&relay.fingerprint)
                 .context("relay fingerprint")?;
             let addr = relay.addr;
-            (Some(relay), addr, pin)
+            (Some(relay), addr, pin, Admission::Tokens(issuer))
         }
-        Target::External { addr, fingerprint } => (None, addr, fingerprint),
+        Target::External {
+            addr,
+            fingerprint,
+            admission,
+        } => (None, addr, fingerprint, admission),
     };
     let mut relay_probe = match &opts.relay_metrics {
         Some(url) => Some(
@@ -195,11 +238,14 @@ pub async fn run_with(
     for (n, slot) in plan.slots.iter().enumerate() {
         let m = slot.meeting;
         let tally = tallies[&m].clone();
+        let meeting_id = scenario.meeting_id(m, run_tag);
+        let passcode = scenario.passcode(m);
         let p = participant::Plan {
             scenario: scenario.clone(),
             relay: addr,
-            meeting_id: scenario.meeting_id(m, run_tag),
-            passcode: scenario.passcode(m),
+            credential: admission.credential(&meeting_id, &passcode, slot.seat),
+            meeting_id,
+            passcode,
             key: keys[&m].clone(),
             slot: slot.clone(),
             index: n,

@@ -2,6 +2,7 @@
 
 use std::path::PathBuf;
 use std::process::ExitCode;
+use std::sync::Arc;
 use std::time::Duration;
 
 use anyhow::Context;
@@ -9,7 +10,9 @@ use clap::{Args, Parser, Subcommand};
 use orelay_loadgen::capacity::{self, Search};
 use orelay_loadgen::scenario::SizeDist;
 use orelay_loadgen::threshold::Threshold;
-use orelay_loadgen::{fleet, spec, Options, Report, Scenario, Shard, Target};
+use orelay_loadgen::{
+    fleet, spec, Admission, LocalIssuer, Options, Report, Scenario, Shard, Target,
+};
 
 /// Load generator for Oblivious Relay: meetings of real QUIC clients with sealed media.
 #[derive(Debug, Parser)]
@@ -44,6 +47,13 @@ struct TargetArgs {
     /// and counters are sampled every second and reported.
     #[arg(long)]
     relay_metrics: Option<String>,
+    /// With --relay: the token-signing private key (written by `relay keygen`) whose
+    /// public key the relay accepts; loadgen mints a token per participant.
+    #[arg(long, value_name = "FILE", conflicts_with = "host_secret")]
+    token_key: Option<PathBuf>,
+    /// With --relay in open mode: the relay's host secret.
+    #[arg(long, env = "ORELAY_HOST_SECRET", hide_env_values = true)]
+    host_secret: Option<String>,
 }
 
 /// The scenario: a file, then flags overriding it (defaults are the file's, else as shown).
@@ -245,6 +255,14 @@ fn target(t: &TargetArgs) -> anyhow::Result<Target> {
             addr,
             fingerprint: orelay_client::parse_fingerprint(fp)
                 .context("--cert-fingerprint must be 64 hex digits (colons allowed)")?,
+            admission: match (&t.token_key, &t.host_secret) {
+                (Some(path), _) => Admission::Tokens(Arc::new(LocalIssuer::from_key_file(path)?)),
+                (None, Some(secret)) => Admission::HostSecret(secret.clone()),
+                (None, None) => anyhow::bail!(
+                    "--relay needs --token-key FILE (the private key from `relay keygen` whose \
+                     public key the relay accepts) or, for an open-mode relay, --host-secret"
+                ),
+            },
         },
         _ => {
             eprintln!("no --relay given: starting a relay in-process on 127.0.0.1");

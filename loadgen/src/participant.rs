@@ -9,9 +9,9 @@ use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
 
 use bytes::{BufMut, Bytes, BytesMut};
-use orelay_client::{Client, ClientError, GroupReader, GroupWriter, Media, Session};
+use orelay_client::{Client, ClientError, GroupReader, GroupWriter, JoinRequest, Media, Session};
 use orelay_proto::media::FLAG_KEYFRAME;
-use orelay_proto::{ErrorCode, ServerMessage, TrackInfo, TrackKind};
+use orelay_proto::{Credential, ErrorCode, ServerMessage, TrackInfo, TrackKind};
 use tokio::time::sleep_until;
 
 use crate::hist::Hist;
@@ -46,6 +46,9 @@ pub struct Plan {
     pub meeting_id: String,
     /// Meeting passcode.
     pub passcode: String,
+    /// What the join presents: a signed token (seat 0 holds a host token, the others
+    /// participant tokens) or the open-mode host secret.
+    pub credential: Credential,
     /// The meeting's media key.
     pub key: Arc<MeetingKey>,
     /// Its part of the schedule.
@@ -94,7 +97,9 @@ pub async fn run(client: Client, plan: Plan, tally: Arc<Mutex<Tally>>) {
 }
 
 /// The one place a participant joins: connects (timing the first server flight and
-/// the TLS handshake) and sends `Join`. Admission credentials plug in here.
+/// the TLS handshake) and sends `Join` with its credential. A participant put in a
+/// waiting room counts as admitted when a host lets it in (its admit phase includes
+/// the wait).
 async fn join(
     client: &Client,
     plan: &Plan,
@@ -112,7 +117,14 @@ async fn join(
     } else {
         LISTENER_INFO
     };
-    let session = Session::join(conn, &plan.meeting_id, &plan.passcode, info).await?;
+    let request = JoinRequest {
+        meeting_id: plan.meeting_id.clone(),
+        passcode: plan.passcode.clone(),
+        info: info.to_vec(),
+        credential: plan.credential.clone(),
+        keys: bytes::Bytes::new(),
+    };
+    let session = Session::join_with(conn, &request).await?;
     let t3 = Instant::now();
     plan.live.join_time.record_duration(t3 - t0);
     let mut t = lock(tally);

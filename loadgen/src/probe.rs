@@ -162,13 +162,16 @@ pub fn in_process(stats: &orelay_relay::stats::StatsSnapshot) -> RelayFigures {
         ("orelay_groups_dropped_total", stats.groups_dropped),
         ("orelay_keyframe_requests_total", stats.keyframe_requests),
     ];
+    let mut counters: BTreeMap<String, f64> = c
+        .iter()
+        .map(|(k, v)| ((*k).to_owned(), *v as f64))
+        .collect();
+    let closes: u64 = stats.closes.values().sum();
+    counters.insert("orelay_closes_total".into(), closes as f64);
     RelayFigures {
         source: "in-process".into(),
         process: None,
-        counters: c
-            .iter()
-            .map(|(k, v)| ((*k).to_owned(), *v as f64))
-            .collect(),
+        counters,
     }
 }
 
