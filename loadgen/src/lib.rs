@@ -7,6 +7,7 @@
 //! every object. With no relay address, a relay runs in-process on loopback.
 #![forbid(unsafe_code)]
 
+pub mod attack;
 pub mod capacity;
 pub mod fleet;
 pub mod hist;
@@ -265,6 +266,25 @@ pub async fn run_with(
         }));
     }
 
+    let attack_live = Arc::new(attack::AttackLive::default());
+    if let Some(a) = scenario.attackers.clone() {
+        let ids: Vec<String> = plan
+            .meetings
+            .iter()
+            .map(|&m| scenario.meeting_id(m, run_tag))
+            .collect();
+        for source in 0..a.sources {
+            tasks.push(tokio::spawn(attack::run_source(
+                a.clone(),
+                source,
+                addr,
+                fingerprint,
+                ids.clone(),
+                start + plan.media_end,
+                attack_live.clone(),
+            )));
+        }
+    }
     let ticker = async {
         let begun = Instant::now();
         let mut tick = tokio::time::interval(Duration::from_secs(1));
@@ -355,6 +375,7 @@ pub async fn run_with(
         loadgen: loadgen_use,
         relay: relay_figures,
         pending: scenario.pending.clone(),
+        attack: scenario.attackers.as_ref().map(|_| attack_live.figures()),
         ..Report::default()
     };
     report.add_tallies(

@@ -210,6 +210,8 @@ pub struct Report {
     pub loadgen: ProcessUse,
     /// The relay's figures, when known.
     pub relay: Option<RelayFigures>,
+    /// Guessing attackers' outcomes, when the scenario had attackers.
+    pub attack: Option<crate::attack::AttackFigures>,
     /// Threshold verdicts.
     pub thresholds: Vec<Verdict>,
     /// Parts of the scenario not run, and why.
@@ -318,6 +320,8 @@ impl Report {
             "send_skew_p99" => Some(h.send_skew.quantile_ms(0.99).unwrap_or(0.0)),
             "worst_meeting_latency_p99" => worst,
             "loadgen_cpu" => Some(self.loadgen.cpu_percent()),
+            "attacker_admitted" => self.attack.map(|a| a.admitted as f64),
+            "attacker_attempts" => self.attack.map(|a| a.attempts as f64),
             _ => None,
         }
     }
@@ -378,6 +382,9 @@ impl Report {
             out.loadgen.wall_seconds = out.loadgen.wall_seconds.max(r.loadgen.wall_seconds);
             out.loadgen.rss_peak_bytes += r.loadgen.rss_peak_bytes;
             out.loadgen.rss_start_bytes += r.loadgen.rss_start_bytes;
+            if let Some(a) = &r.attack {
+                out.attack.get_or_insert_with(Default::default).add(a);
+            }
             out.pending.extend(r.pending.iter().cloned());
             out.warnings.extend(
                 r.warnings
@@ -447,6 +454,9 @@ impl std::fmt::Display for Report {
             for (k, v) in &r.counters {
                 writeln!(f, "  {k:<44} {v}")?;
             }
+        }
+        if let Some(a) = &self.attack {
+            writeln!(f, "attackers      {} guesses: {} admitted, {} rejected, {} throttled, {} refused or timed out", a.attempts, a.admitted, a.rejected, a.throttled, a.refused)?;
         }
         for p in &self.pending {
             writeln!(f, "not run        {p}")?;

@@ -151,6 +151,8 @@ pub struct Scenario {
     pub meeting_prefix: Option<String>,
     /// Passcode of every meeting; `None`: `pass-<meeting number>`.
     pub passcode: Option<String>,
+    /// Guessing attackers running alongside the meetings.
+    pub attackers: Option<crate::attack::Attackers>,
     /// Pass/fail conditions checked on the report.
     pub thresholds: Vec<Threshold>,
     /// Sections the file asked for that need relay support not present yet
@@ -184,6 +186,7 @@ impl Default for Scenario {
             client_sockets: 8,
             meeting_prefix: None,
             passcode: None,
+            attackers: None,
             thresholds: Vec::new(),
             pending: Vec::new(),
         }
@@ -258,6 +261,12 @@ impl Scenario {
             }
             if sc.every < Duration::from_millis(500) || sc.burst > sc.every {
                 bail!("screen.every must be at least 500 ms and no shorter than screen.burst");
+            }
+        }
+        if let Some(a) = &self.attackers {
+            let rate_ok = a.rate > 0.0 && a.rate <= 10_000.0; // NaN fails
+            if !(1..=16).contains(&a.sources) || !rate_ok {
+                bail!("attackers: sources must be 1..=16 and guesses_per_s in (0, 10000]");
             }
         }
         if !(1..=256).contains(&self.client_sockets) {

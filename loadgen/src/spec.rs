@@ -34,7 +34,22 @@ struct File {
     arrival: Option<Arrivals>,
     client: Option<ClientSection>,
     host: Option<toml::Table>,
-    attackers: Option<toml::Table>,
+    attackers: Option<AttackSection>,
+}
+
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+struct AttackSection {
+    sources: usize,
+    guesses_per_s: f64,
+    target: AttackTarget,
+}
+
+#[derive(Debug, Deserialize)]
+#[serde(rename_all = "snake_case")]
+enum AttackTarget {
+    Passcode,
+    MeetingId,
 }
 
 #[derive(Debug, Deserialize)]
@@ -271,18 +286,23 @@ fn build(f: File) -> Result<Scenario, Field> {
         s.meeting_prefix = c.meeting_prefix.or(s.meeting_prefix);
         s.passcode = c.passcode.or(s.passcode);
     }
-    // Host actions (waiting room, lock, removal) and guessing attackers: the relay
-    // supports them since admission landed, loadgen does not drive them yet; they are
-    // parsed and reported as not run rather than silently ignored.
+    // Host actions (waiting room, lock, removal): the relay supports them since
+    // admission landed, loadgen does not drive them yet; parsed and reported as not
+    // run rather than silently ignored.
     if f.host.is_some() {
         s.pending.push(
             "host: waiting room, lock and removals are not driven by loadgen yet (not run)".into(),
         );
     }
-    if f.attackers.is_some() {
-        s.pending.push(
-            "attackers: ID and passcode guessing is not driven by loadgen yet (not run)".into(),
-        );
+    if let Some(a) = f.attackers {
+        s.attackers = Some(crate::attack::Attackers {
+            sources: a.sources,
+            rate: a.guesses_per_s,
+            target: match a.target {
+                AttackTarget::Passcode => crate::attack::Guess::Passcode,
+                AttackTarget::MeetingId => crate::attack::Guess::MeetingId,
+            },
+        });
     }
     Ok(s)
 }

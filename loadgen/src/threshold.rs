@@ -83,6 +83,16 @@ pub const METRICS: &[(&str, Unit, &str)] = &[
         Unit::Percent,
         "loadgen's CPU use, percent of its cores",
     ),
+    (
+        "attacker_admitted",
+        Unit::Count,
+        "guessing attackers' joins that were admitted",
+    ),
+    (
+        "attacker_attempts",
+        Unit::Count,
+        "guessing attackers' join attempts",
+    ),
 ];
 
 /// How a metric is measured.

@@ -28,9 +28,11 @@ fn every_example_scenario_parses_and_plans() {
     let attackers = spec::load(&dir.join("storm-with-attackers.toml")).unwrap();
     assert_eq!(
         attackers.pending.len(),
-        2,
-        "host and attackers are reported as not run"
+        1,
+        "host actions are reported as not run"
     );
+    let a = attackers.attackers.unwrap();
+    assert_eq!((a.sources, a.rate), (4, 20.0));
 }
 
 #[test]

@@ -191,3 +191,35 @@ async fn capacity_search_finds_the_edge_of_a_small_relay() {
     assert!(loads.windows(2).all(|w| w[0] < w[1]), "{loads:?}");
     assert_eq!(loads, [2, 4, 6, 7, 8], "{cap}");
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn guessing_attackers_on_other_loopback_addresses_get_nowhere() {
+    use orelay_loadgen::attack::{Attackers, Guess};
+    let s = Scenario {
+        screen: None,
+        camera_on: 0.0,
+        attackers: Some(Attackers {
+            sources: 2,
+            rate: 20.0,
+            target: Guess::Passcode,
+        }),
+        thresholds: ["attacker_admitted == 0", "attacker_attempts > 10"]
+            .into_iter()
+            .map(|t| Threshold::parse(t).unwrap())
+            .collect(),
+        ..storm()
+    };
+    let report = orelay_loadgen::run(s, Target::InProcess, |_| {})
+        .await
+        .unwrap();
+    let a = report.attack.unwrap();
+    assert_eq!(a.admitted, 0, "{report}");
+    assert_eq!(a.rejected + a.throttled + a.refused, a.attempts, "{report}");
+    assert!(
+        a.rejected > 0,
+        "some guesses reached the admission check: {report}"
+    );
+    assert!(report.passed(), "{report}");
+    // The meetings themselves went on.
+    assert_eq!(report.joins, report.expected.joins, "{report}");
+}
