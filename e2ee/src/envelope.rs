@@ -261,7 +261,9 @@ mod tests {
             digest: [7; 32],
             part: 3,
             parts: 4,
-            entries: (0..ROSTER_PART_ENTRIES as u64).map(|p| (p, [p as u8; 32])).collect(),
+            entries: (0..ROSTER_PART_ENTRIES as u64)
+                .map(|p| (p, [p as u8; 32]))
+                .collect(),
         };
         let delivery = KeyDelivery {
             epoch: 3,

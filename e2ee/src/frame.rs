@@ -132,8 +132,8 @@ impl EpochKeys {
         header: &[u8],
         data: &[u8],
     ) -> Result<Vec<u8>, FrameError> {
-        let view =
-            EncryptedFrameView::try_with_meta_data(data, header).map_err(|_| FrameError::Malformed)?;
+        let view = EncryptedFrameView::try_with_meta_data(data, header)
+            .map_err(|_| FrameError::Malformed)?;
         let kid = view.header().key_id();
         if kid >> 8 != sender {
             return Err(FrameError::WrongSender);
@@ -212,7 +212,10 @@ mod tests {
         let dkey = DecryptionKey::derive_from(CIPHER_SUITE, kid, &base_key).unwrap();
         let view = EncryptedFrameView::try_with_meta_data(&ct, &metadata).unwrap();
         let mut out = Vec::new();
-        assert_eq!(view.decrypt_into(&dkey, &mut out).unwrap().payload(), &pt[..]);
+        assert_eq!(
+            view.decrypt_into(&dkey, &mut out).unwrap().payload(),
+            &pt[..]
+        );
         // Other metadata (a routing header altered in transit) fails.
         let view = EncryptedFrameView::try_with_meta_data(&ct, b"IETF SFrame WH").unwrap();
         assert!(view.decrypt_into(&dkey, &mut Vec::new()).is_err());
@@ -235,7 +238,10 @@ mod tests {
             let last = bad.len() - 1;
             bad[last] ^= 1;
             assert_eq!(bob.decrypt(1, b"route", &bad), Err(FrameError::Forged));
-            assert_eq!(bob.decrypt(3, b"route", &sealed), Err(FrameError::WrongSender));
+            assert_eq!(
+                bob.decrypt(3, b"route", &sealed),
+                Err(FrameError::WrongSender)
+            );
         }
         // Another epoch's keys cannot read it.
         let sealed = alice.encrypt(b"h", b"x").unwrap();

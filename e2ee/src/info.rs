@@ -53,7 +53,11 @@ pub fn seal(
 }
 
 /// Opens an info message claimed to come from `from` with the epoch key `secret`.
-pub fn open(secret: &[u8; 32], from: ParticipantId, msg: &InfoMessage) -> Result<Vec<u8>, E2eeError> {
+pub fn open(
+    secret: &[u8; 32],
+    from: ParticipantId,
+    msg: &InfoMessage,
+) -> Result<Vec<u8>, E2eeError> {
     if msg.sender != from {
         return Err(E2eeError::Forged);
     }

@@ -61,8 +61,8 @@ impl KemSuite {
 
 /// A per-meeting KEM key pair (its private half never leaves the client).
 pub enum KemKeyPair {
-    /// X-Wing pair.
-    XWing(<XWing as Kem>::PrivateKey, <XWing as Kem>::PublicKey),
+    /// X-Wing pair (boxed: 3.3 KB).
+    XWing(Box<(<XWing as Kem>::PrivateKey, <XWing as Kem>::PublicKey)>),
     /// X25519 pair.
     X25519(
         <X25519HkdfSha256 as Kem>::PrivateKey,
@@ -80,10 +80,7 @@ impl KemKeyPair {
     /// A fresh random key pair of `suite`.
     pub fn generate(suite: KemSuite) -> KemKeyPair {
         match suite {
-            KemSuite::XWing => {
-                let (sk, pk) = XWing::gen_keypair();
-                KemKeyPair::XWing(sk, pk)
-            }
+            KemSuite::XWing => KemKeyPair::XWing(Box::new(XWing::gen_keypair())),
             KemSuite::X25519 => {
                 let (sk, pk) = X25519HkdfSha256::gen_keypair();
                 KemKeyPair::X25519(sk, pk)
@@ -94,7 +91,7 @@ impl KemKeyPair {
     /// The pair's suite.
     pub fn suite(&self) -> KemSuite {
         match self {
-            KemKeyPair::XWing(..) => KemSuite::XWing,
+            KemKeyPair::XWing(_) => KemSuite::XWing,
             KemKeyPair::X25519(..) => KemSuite::X25519,
         }
     }
@@ -102,7 +99,7 @@ impl KemKeyPair {
     /// The public key's bytes, to publish in the key bundle.
     pub fn public_bytes(&self) -> Vec<u8> {
         match self {
-            KemKeyPair::XWing(_, pk) => pk.to_bytes().to_vec(),
+            KemKeyPair::XWing(pair) => pair.1.to_bytes().to_vec(),
             KemKeyPair::X25519(_, pk) => pk.to_bytes().to_vec(),
         }
     }
@@ -115,7 +112,7 @@ impl KemKeyPair {
         }
         let (enc, ct) = sealed.split_at(enc_len);
         match self {
-            KemKeyPair::XWing(sk, _) => open_with::<XWing>(sk, enc, info, aad, ct),
+            KemKeyPair::XWing(pair) => open_with::<XWing>(&pair.0, enc, info, aad, ct),
             KemKeyPair::X25519(sk, _) => open_with::<X25519HkdfSha256>(sk, enc, info, aad, ct),
         }
     }
@@ -143,9 +140,14 @@ fn seal_with<K: Kem>(
     plaintext: &[u8],
 ) -> Result<Vec<u8>, E2eeError> {
     let pk = K::PublicKey::from_bytes(public).map_err(|_| E2eeError::Malformed("KEM key"))?;
-    let (enc, ct) =
-        hpke::single_shot_seal::<ChaCha20Poly1305, HkdfSha256, K>(&OpModeS::Base, &pk, info, plaintext, aad)
-            .map_err(|_| E2eeError::Hpke)?;
+    let (enc, ct) = hpke::single_shot_seal::<ChaCha20Poly1305, HkdfSha256, K>(
+        &OpModeS::Base,
+        &pk,
+        info,
+        plaintext,
+        aad,
+    )
+    .map_err(|_| E2eeError::Hpke)?;
     let mut out = enc.to_bytes().to_vec();
     out.extend_from_slice(&ct);
     Ok(out)
@@ -159,8 +161,15 @@ fn open_with<K: Kem>(
     ct: &[u8],
 ) -> Result<Vec<u8>, E2eeError> {
     let enc = K::EncappedKey::from_bytes(enc).map_err(|_| E2eeError::Hpke)?;
-    hpke::single_shot_open::<ChaCha20Poly1305, HkdfSha256, K>(&OpModeR::Base, sk, &enc, info, ct, aad)
-        .map_err(|_| E2eeError::Hpke)
+    hpke::single_shot_open::<ChaCha20Poly1305, HkdfSha256, K>(
+        &OpModeR::Base,
+        sk,
+        &enc,
+        info,
+        ct,
+        aad,
+    )
+    .map_err(|_| E2eeError::Hpke)
 }
 
 #[cfg(test)]
@@ -183,7 +192,10 @@ mod tests {
             for i in [0, suite.encapped_len() - 1, sealed.len() - 1] {
                 let mut bad = sealed.clone();
                 bad[i] ^= 1;
-                assert!(pair.open(b"info", b"aad", &bad).is_err(), "{suite:?} byte {i}");
+                assert!(
+                    pair.open(b"info", b"aad", &bad).is_err(),
+                    "{suite:?} byte {i}"
+                );
             }
             // Another recipient's key cannot open it.
             let other = KemKeyPair::generate(suite);

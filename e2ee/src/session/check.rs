@@ -27,7 +27,10 @@ impl MeetingSecurity {
             return Ok(());
         }
         let fresh = !self.assembly.as_ref().is_some_and(|a| {
-            a.leader == from && a.seq == part.seq && a.digest == part.digest && a.epoch == part.epoch
+            a.leader == from
+                && a.seq == part.seq
+                && a.digest == part.digest
+                && a.epoch == part.epoch
         });
         if fresh {
             self.assembly = Some(Assembly {
@@ -125,7 +128,11 @@ impl MeetingSecurity {
         let keyed: Vec<bool> = self
             .members
             .keys()
-            .map(|p| self.roster.as_ref().is_some_and(|r| r.entries.contains_key(p)))
+            .map(|p| {
+                self.roster
+                    .as_ref()
+                    .is_some_and(|r| r.entries.contains_key(p))
+            })
             .collect();
         let mut unkeyed = Vec::new();
         for ((p, m), keyed) in self.members.iter_mut().zip(keyed) {

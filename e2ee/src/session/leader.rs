@@ -109,7 +109,11 @@ impl MeetingSecurity {
 
     /// Rekeys when a keyed participant left (it must not read what follows).
     pub(super) fn leader_on_leave(&mut self, p: ParticipantId, now: Instant) {
-        if self.leading.as_ref().is_some_and(|l| l.keyed.contains_key(&p)) {
+        if self
+            .leading
+            .as_ref()
+            .is_some_and(|l| l.keyed.contains_key(&p))
+        {
             self.rekey(now);
         }
     }
@@ -134,7 +138,9 @@ impl MeetingSecurity {
     /// Sends the signed keyed roster to everyone, split into parts.
     fn send_roster(&mut self) {
         let Some(epoch) = self.epoch() else { return };
-        let Some(l) = self.leading.as_mut() else { return };
+        let Some(l) = self.leading.as_mut() else {
+            return;
+        };
         l.seq += 1;
         let seq = l.seq;
         let entries = l.keyed_entries();

@@ -25,6 +25,7 @@
 //! - The **security code** digests the keyed roster and epoch ([`crate::roster`]).
 
 mod check;
+mod info_msgs;
 mod leader;
 
 pub use leader::roster_parts;
@@ -36,7 +37,7 @@ use crate::envelope::{Envelope, InfoMessage, KeyDelivery, DELIVERY_INFO};
 use crate::frame::{epoch_byte, EpochKeys, FrameError};
 use crate::identity::{KeyBundle, LocalKeys};
 use crate::roster::RosterEntry;
-use crate::{info, E2eeError, ParticipantId, Recipient};
+use crate::{E2eeError, ParticipantId, Recipient};
 
 /// Timings of the key schedule.
 #[derive(Debug, Clone, Copy)]
@@ -427,7 +428,9 @@ impl MeetingSecurity {
 
     /// Length [`encrypt`](Self::encrypt) will produce for `plain_len` bytes.
     pub fn sealed_len(&self, plain_len: usize) -> usize {
-        self.current.as_ref().map_or(plain_len + 32, |k| k.sealed_len(plain_len))
+        self.current
+            .as_ref()
+            .map_or(plain_len + 32, |k| k.sealed_len(plain_len))
     }
 
     /// Encrypts a media payload, binding the relay's routing `header`.
@@ -464,48 +467,12 @@ impl MeetingSecurity {
         }
     }
 
-    /// Sets this participant's info (display name…): sent sealed to everyone keyed now
-    /// and after each rekey, and to each newcomer.
-    pub fn set_info(&mut self, info: Vec<u8>) {
-        self.my_info = Some(info);
-        self.send_info(Recipient::All);
-    }
-
-    /// Seals `info` from this participant under the current epoch (a key-message blob).
-    pub fn seal_info(&self, info: &[u8]) -> Result<Vec<u8>, E2eeError> {
-        let cur = self.current.as_ref().ok_or(E2eeError::NoKey)?;
-        let msg = info::seal(cur.secret(), cur.epoch(), self.me, info)?;
-        Envelope::Info(msg).encode(&self.keys.identity)
-    }
-
-    /// Opens an info blob from `from` (current or previous epoch).
-    pub fn open_info(&self, from: ParticipantId, blob: &[u8]) -> Result<Vec<u8>, E2eeError> {
-        match Envelope::decode(blob)?.envelope {
-            Envelope::Info(m) => self.open_info_message(from, &m),
-            _ => Err(E2eeError::Malformed("info")),
-        }
-    }
-
-    fn open_info_message(&self, from: ParticipantId, m: &InfoMessage) -> Result<Vec<u8>, E2eeError> {
-        let keys = self
-            .current
-            .iter()
-            .chain(self.previous.iter().map(|(k, _)| k))
-            .find(|k| k.epoch() == m.epoch)
-            .ok_or(E2eeError::NoKey)?;
-        info::open(keys.secret(), from, m)
-    }
-
-    fn send_info(&mut self, to: Recipient) {
-        let Some(info) = self.my_info.clone() else {
-            return;
-        };
-        if let Ok(blob) = self.seal_info(&info) {
-            self.out.push_back(Outbound { to, blob });
-        }
-    }
-
-    fn on_key_message(&mut self, from: ParticipantId, blob: &[u8], now: Instant) -> Result<(), E2eeError> {
+    fn on_key_message(
+        &mut self,
+        from: ParticipantId,
+        blob: &[u8],
+        now: Instant,
+    ) -> Result<(), E2eeError> {
         let parsed = Envelope::decode(blob)?;
         if let Envelope::Info(m) = &parsed.envelope {
             match self.open_info_message(from, m) {
@@ -548,7 +515,12 @@ impl MeetingSecurity {
         }
     }
 
-    fn on_delivery(&mut self, from: ParticipantId, d: KeyDelivery, now: Instant) -> Result<(), E2eeError> {
+    fn on_delivery(
+        &mut self,
+        from: ParticipantId,
+        d: KeyDelivery,
+        now: Instant,
+    ) -> Result<(), E2eeError> {
         if d.leader != from || d.recipient != self.me || d.suite != self.keys.kem.suite() {
             return Err(E2eeError::Forged);
         }
@@ -558,7 +530,9 @@ impl MeetingSecurity {
         }
         let aad = KeyDelivery::aad(d.epoch, d.leader, d.recipient);
         let plain = self.keys.kem.open(DELIVERY_INFO, &aad, &d.sealed)?;
-        let secret: [u8; 32] = plain.try_into().map_err(|_| E2eeError::Malformed("meeting key"))?;
+        let secret: [u8; 32] = plain
+            .try_into()
+            .map_err(|_| E2eeError::Malformed("meeting key"))?;
         self.accepted_epoch = d.epoch;
         self.install_epoch(d.epoch, secret, now);
         if !self.settled {
