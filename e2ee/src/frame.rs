@@ -50,6 +50,9 @@ pub enum FrameError {
     /// Encryption failed (counter exhausted).
     #[error("encryption failed")]
     Encrypt,
+    /// A frame already received (or older than the replay window) from this sender.
+    #[error("replayed frame")]
+    Replayed,
     /// Sending is stopped: the signed roster does not match the meeting as seen.
     #[error("sending stopped: roster mismatch")]
     Blocked,
@@ -65,7 +68,7 @@ pub fn key_id(sender: ParticipantId, epoch: u64) -> u64 {
 pub struct EpochKeys {
     epoch: u64,
     secret: [u8; 32],
-    receive: HashMap<ParticipantId, DecryptionKey>,
+    receive: HashMap<ParticipantId, (DecryptionKey, ReplayWindow)>,
     send: Option<(EncryptionKey, MonotonicCounter)>,
 }
 
@@ -152,14 +155,53 @@ impl EpochKeys {
                 sender_base_key(&self.secret, self.epoch, sender),
             )
             .map_err(|_| FrameError::NoKey)?;
-            self.receive.insert(sender, key);
+            self.receive.insert(sender, (key, ReplayWindow::default()));
         }
-        let key = self.receive.get(&sender).ok_or(FrameError::NoKey)?;
+        let (key, window) = self.receive.get_mut(&sender).ok_or(FrameError::NoKey)?;
         let mut out = Vec::with_capacity(data.len());
         let frame = view
-            .decrypt_into(key, &mut out)
+            .decrypt_into(&*key, &mut out)
             .map_err(|_| FrameError::Forged)?;
+        // Only an authentic frame moves the window, so forged counters cannot poison it.
+        window.accept(frame.counter())?;
         Ok(frame.payload().to_vec())
+    }
+}
+
+/// Frames per sender that may arrive out of order; older ones are rejected.
+pub const REPLAY_WINDOW: u64 = 128;
+
+/// Per-sender replay window over SFrame counters (highest seen + a bitmap below it).
+#[derive(Debug, Default)]
+struct ReplayWindow {
+    highest: Option<u64>,
+    seen: u128,
+}
+
+impl ReplayWindow {
+    fn accept(&mut self, ctr: u64) -> Result<(), FrameError> {
+        let Some(high) = self.highest else {
+            self.highest = Some(ctr);
+            self.seen = 1;
+            return Ok(());
+        };
+        if ctr > high {
+            let shift = ctr - high;
+            self.seen = if shift >= REPLAY_WINDOW {
+                0
+            } else {
+                self.seen << shift
+            };
+            self.seen |= 1;
+            self.highest = Some(ctr);
+            return Ok(());
+        }
+        let back = high - ctr;
+        if back >= REPLAY_WINDOW || self.seen & (1u128 << back) != 0 {
+            return Err(FrameError::Replayed);
+        }
+        self.seen |= 1u128 << back;
+        Ok(())
     }
 }
 
@@ -253,6 +295,20 @@ mod tests {
             Err(FrameError::Forged)
         );
         assert_eq!(bob.decrypt(1, b"h", &[]), Err(FrameError::Malformed));
+        // A replayed frame is rejected; out-of-order ones within the window are not.
+        assert_eq!(bob.decrypt(1, b"h", &sealed), Ok(b"x".to_vec()));
+        assert_eq!(bob.decrypt(1, b"h", &sealed), Err(FrameError::Replayed));
+        let f1 = alice.encrypt(b"h", b"1").unwrap();
+        let f2 = alice.encrypt(b"h", b"2").unwrap();
+        assert!(bob.decrypt(1, b"h", &f2).is_ok());
+        assert!(bob.decrypt(1, b"h", &f1).is_ok());
+        assert_eq!(bob.decrypt(1, b"h", &f1), Err(FrameError::Replayed));
+        let old = alice.encrypt(b"h", b"old").unwrap();
+        for _ in 0..REPLAY_WINDOW {
+            let f = alice.encrypt(b"h", b"n").unwrap();
+            bob.decrypt(1, b"h", &f).unwrap();
+        }
+        assert_eq!(bob.decrypt(1, b"h", &old), Err(FrameError::Replayed));
         assert_eq!(epoch_byte(&sealed), Some(7));
     }
 }
