@@ -2,18 +2,21 @@
 //!
 //! A [`Scenario`] (flags or a TOML file, [`spec`]) becomes a seeded, sans-IO plan
 //! ([`schedule`]); the driver here executes it: every participant is a real client
-//! ([`orelay_client`]) with its own connection, a real join, AES-GCM-sealed media
-//! ([`seal`]) paced on the plan's grid, and receivers that authenticate and time
-//! every object. With no relay address, a relay runs in-process on loopback.
+//! ([`orelay_client`]) with its own connection, a real join, end-to-end encrypted
+//! media ([`protect`]: its own keys, the meeting's key schedule, SFrame) paced on the
+//! plan's grid, and receivers that decrypt, verify and time every object. With no relay address, a relay runs in-process on loopback.
 #![forbid(unsafe_code)]
 
 pub mod attack;
 pub mod capacity;
 pub mod fleet;
 pub mod hist;
+pub mod keying;
 pub mod metrics;
 pub mod participant;
 pub mod probe;
+pub mod protect;
+mod receive;
 pub mod report;
 pub mod scenario;
 pub mod schedule;
@@ -225,9 +228,11 @@ pub async fn run_with(
     // Distinct meeting IDs for every run of this process (capacity steps reuse a relay).
     static RUNS: std::sync::atomic::AtomicU32 = std::sync::atomic::AtomicU32::new(0);
     let run_tag = std::process::id().wrapping_add(RUNS.fetch_add(1, Relaxed).wrapping_mul(7919));
-    let keys = plan
+    // Only `--no-e2ee` shares a key per meeting in-process; E2EE runs the key schedule.
+    let shared_keys = plan
         .meetings
         .iter()
+        .filter(|_| !scenario.e2ee)
         .map(|&m| Ok((m, Arc::new(seal::MeetingKey::generate()?))))
         .collect::<anyhow::Result<std::collections::HashMap<_, _>>>()?;
     let tallies: std::collections::HashMap<usize, Arc<Mutex<Tally>>> = plan
@@ -247,7 +252,7 @@ pub async fn run_with(
             credential: admission.credential(&meeting_id, &passcode, slot.seat),
             meeting_id,
             passcode,
-            key: keys[&m].clone(),
+            shared_key: shared_keys.get(&m).cloned(),
             slot: slot.clone(),
             index: n,
             start,
@@ -378,6 +383,7 @@ pub async fn run_with(
         attack: scenario.attackers.as_ref().map(|_| attack_live.figures()),
         ..Report::default()
     };
+    report.e2ee.enabled = scenario.e2ee;
     report.add_tallies(
         tallies
             .values()

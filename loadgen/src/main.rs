@@ -114,6 +114,14 @@ struct ScenarioArgs {
     /// A threshold such as "join_p99 < 500ms" or "loss < 1%" (repeatable; added to the file's).
     #[arg(long = "threshold")]
     thresholds: Vec<String>,
+    /// Turn end-to-end encryption off, only to measure its cost. By default every
+    /// participant runs the full key schedule (identity and X-Wing KEM keys, the leader
+    /// sealing the meeting key to everyone, rekey on leave) and sends SFrame-encrypted
+    /// media. With this flag payloads are instead sealed with one AES-128-GCM key per
+    /// meeting shared inside loadgen (no key schedule, no key messages); the summary
+    /// says which mode ran.
+    #[arg(long)]
+    no_e2ee: bool,
 }
 
 impl ScenarioArgs {
@@ -147,6 +155,9 @@ impl ScenarioArgs {
         }
         if let Some(sub) = &self.subscribe {
             s.subscribe = spec::parse_subscribe(sub).map_err(anyhow::Error::msg)?;
+        }
+        if self.no_e2ee {
+            s.e2ee = false;
         }
         s.meeting_prefix = self.meeting_prefix.clone().or(s.meeting_prefix);
         s.passcode = self.passcode.clone().or(s.passcode);

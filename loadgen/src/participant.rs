@@ -4,17 +4,20 @@
 
 use std::collections::HashSet;
 use std::net::SocketAddr;
-use std::sync::atomic::{AtomicBool, AtomicU64, Ordering::Relaxed};
+use std::sync::atomic::{AtomicBool, Ordering::Relaxed};
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
 
-use bytes::{BufMut, Bytes, BytesMut};
-use orelay_client::{Client, ClientError, GroupReader, GroupWriter, JoinRequest, Media, Session};
+use bytes::BytesMut;
+use orelay_client::{Client, ClientError, GroupWriter, JoinRequest, Media, Session};
+use orelay_e2ee::{KemSuite, LocalKeys};
 use orelay_proto::media::FLAG_KEYFRAME;
-use orelay_proto::{Credential, ErrorCode, ServerMessage, TrackInfo, TrackKind};
+use orelay_proto::{Credential, ServerMessage, TrackInfo, TrackKind};
 use tokio::time::sleep_until;
 
 use crate::hist::Hist;
+use crate::protect::{Protect, StintKeys};
+use crate::receive::{receive_audio, receive_groups};
 use crate::scenario::{frame_bytes, Subscribe};
 use crate::schedule::{audio_period, screen_frames, ticks, video_period, Slot, Stint};
 use crate::seal::MeetingKey;
@@ -23,14 +26,14 @@ use crate::Scenario;
 
 const AUDIO_TRACK: u64 = 1;
 const VIDEO_TRACK: u64 = 2;
-const SCREEN_TRACK: u64 = 3;
+pub(crate) const SCREEN_TRACK: u64 = 3;
 /// Join info of speakers, so others can tell them apart (active-speaker model).
 const SPEAKER_INFO: &[u8] = b"loadgen:speaker";
 const LISTENER_INFO: &[u8] = b"loadgen:listener";
 
 /// Microseconds since the Unix epoch: the send time sealed into every payload, so
 /// receivers in other processes on the same host can time it too.
-fn now_us() -> u64 {
+pub(crate) fn now_us() -> u64 {
     SystemTime::now()
         .duration_since(UNIX_EPOCH)
         .map_or(0, |d| d.as_micros() as u64)
@@ -49,8 +52,8 @@ pub struct Plan {
     /// What the join presents: a signed token (seat 0 holds a host token, the others
     /// participant tokens) or the open-mode host secret.
     pub credential: Credential,
-    /// The meeting's media key.
-    pub key: Arc<MeetingKey>,
+    /// `--no-e2ee`: the meeting's shared key; `None`: end-to-end encryption.
+    pub shared_key: Option<Arc<MeetingKey>>,
     /// Its part of the schedule.
     pub slot: Slot,
     /// Its index in the schedule (receiver IDs derive from it).
@@ -64,7 +67,7 @@ pub struct Plan {
 }
 
 /// Locks a tally, shrugging off a poisoned lock (a panicked receiver task).
-fn lock(t: &Mutex<Tally>) -> std::sync::MutexGuard<'_, Tally> {
+pub(crate) fn lock(t: &Mutex<Tally>) -> std::sync::MutexGuard<'_, Tally> {
     t.lock().unwrap_or_else(|p| p.into_inner())
 }
 
@@ -74,7 +77,19 @@ pub async fn run(client: Client, plan: Plan, tally: Arc<Mutex<Tally>>) {
     for (i, stint) in plan.slot.stints.iter().enumerate() {
         sleep_until((plan.start + stint.join).into()).await;
         let receiver = ((plan.index as u64) << 8) | i as u64;
-        let session = match join(&client, &plan, &tally, receiver).await {
+        // A fresh identity and KEM key pair per connection (~0.2 ms of CPU).
+        let keys = match &plan.shared_key {
+            Some(key) => StintKeys::Shared(key.clone()),
+            None => match LocalKeys::generate(KemSuite::XWing) {
+                Ok(k) => StintKeys::E2ee(k),
+                Err(e) => {
+                    tracing::warn!(error = %e, "key generation failed");
+                    plan.live.join_failed.fetch_add(1, Relaxed);
+                    continue;
+                }
+            },
+        };
+        let (session, protect) = match join(&client, &plan, &tally, receiver, keys).await {
             Ok(s) => s,
             Err(e) => {
                 tracing::warn!(error = %e, "join failed");
@@ -89,7 +104,19 @@ pub async fn run(client: Client, plan: Plan, tally: Arc<Mutex<Tally>>) {
         } else {
             Duration::ZERO
         };
-        if let Err(e) = participate(session, &plan, *stint, drain, receiver, tally.clone()).await {
+        let churn = i != last;
+        let end = Ending { drain, churn };
+        let r = participate(
+            session,
+            protect,
+            &plan,
+            *stint,
+            end,
+            receiver,
+            tally.clone(),
+        )
+        .await;
+        if let Err(e) = r {
             tracing::debug!(error = %e, "participant ended with an error");
         }
         plan.live.connected.fetch_sub(1, Relaxed);
@@ -99,13 +126,14 @@ pub async fn run(client: Client, plan: Plan, tally: Arc<Mutex<Tally>>) {
 /// The one place a participant joins: connects (timing the first server flight and
 /// the TLS handshake) and sends `Join` with its credential. A participant put in a
 /// waiting room counts as admitted when a host lets it in (its admit phase includes
-/// the wait).
+/// the wait). With `keys`, the join presents their bundle and the stint runs E2EE.
 async fn join(
     client: &Client,
     plan: &Plan,
     tally: &Mutex<Tally>,
     receiver: Receiver,
-) -> Result<Session, ClientError> {
+    keys: StintKeys,
+) -> Result<(Session, Protect), ClientError> {
     let t0 = Instant::now();
     let mut connecting = client.connecting(plan.relay)?;
     connecting.handshake_data().await?;
@@ -122,10 +150,11 @@ async fn join(
         passcode: plan.passcode.clone(),
         info: info.to_vec(),
         credential: plan.credential.clone(),
-        keys: bytes::Bytes::new(),
+        keys: keys.bundle(),
     };
     let session = Session::join_with(conn, &request).await?;
     let t3 = Instant::now();
+    let protect = keys.protect(session.participant(), session.role(), t3);
     plan.live.join_time.record_duration(t3 - t0);
     let mut t = lock(tally);
     let us = |d: Duration| d.as_micros() as u64;
@@ -134,20 +163,10 @@ async fn join(
     t.join_phases[1].record_us(us(t2 - t1));
     t.join_phases[2].record_us(us(t3 - t2));
     t.admitted(receiver);
-    Ok(session)
-}
-
-/// Seals a payload: every call to the media-key code on the send side goes through here.
-fn seal(key: &MeetingKey, publisher: u64, ctr: &AtomicU64, aad: &[u8], plain: &[u8]) -> Bytes {
-    key.seal(publisher, ctr.fetch_add(1, Relaxed), aad, plain)
-}
-
-/// Opens a payload and returns its sealed send time (µs since the epoch); `None`
-/// when it does not authenticate. The receive side's only call to the media-key code.
-fn open(key: &MeetingKey, publisher: u64, aad: &[u8], payload: &[u8]) -> Option<u64> {
-    let plain = key.open(publisher, aad, payload).ok()?;
-    let sent: [u8; 8] = plain.get(..8)?.try_into().ok()?;
-    Some(u64::from_be_bytes(sent))
+    if protect.e2ee().is_some() {
+        t.keys.joined(receiver);
+    }
+    Ok((session, protect))
 }
 
 /// Where a sender is against its schedule; `due` ticks before `ready` (the join
@@ -187,11 +206,26 @@ impl Pace {
     }
 }
 
+/// How a stint ends: how long it keeps receiving after media stops, and whether its
+/// leave is churn (timed for rekey) rather than the run's end.
+#[derive(Debug, Clone, Copy)]
+struct Ending {
+    drain: Duration,
+    churn: bool,
+}
+
+/// What woke the control loop.
+enum Step {
+    Event(Option<Result<ServerMessage, ClientError>>),
+    KeyTimer,
+}
+
 async fn participate(
     mut session: Session,
+    protect: Protect,
     plan: &Plan,
     stint: Stint,
-    drain: Duration,
+    end: Ending,
     me: Receiver,
     tally: Arc<Mutex<Tally>>,
 ) -> Result<(), ClientError> {
@@ -226,29 +260,68 @@ async fn participate(
         tokio::spawn(receive_groups(
             me,
             media.clone(),
-            plan.key.clone(),
+            protect.clone(),
             plan.live.clone(),
             tally.clone(),
         )),
         tokio::spawn(receive_audio(
             me,
             media.clone(),
-            plan.key.clone(),
+            protect.clone(),
             plan.live.clone(),
             tally.clone(),
         )),
     ];
     let keyframe_wanted = AtomicBool::new(false);
-    let ctr = AtomicU64::new(0);
     let until = plan.start + stint.leave;
+    let e2ee = protect.e2ee().cloned();
     let events = async {
         let mut speakers = HashSet::new();
         let mut tiles = 0usize;
+        // Subscriptions wait until this participant holds the meeting key, as a real
+        // client's would (what it received before could not be opened). Bounded by the
+        // tracks of the meeting.
+        let mut deferred = Vec::new();
+        let mut epoch = None;
         loop {
-            let event = tokio::select! {
-                e = session.next_event() => e,
+            let due = e2ee.as_ref().and_then(|e| e.lock().poll_timeout());
+            let key_timer = async {
+                match due {
+                    Some(d) => sleep_until(d.into()).await,
+                    None => std::future::pending().await,
+                }
+            };
+            let step = tokio::select! {
+                e = session.next_event() => Step::Event(e),
+                () = key_timer => Step::KeyTimer,
                 () = sleep_until(until.into()) => return Ok(()),
             };
+            if let Some(e) = &e2ee {
+                match &step {
+                    Step::Event(Some(Ok(msg))) => {
+                        e.lock().on_message(msg, Instant::now());
+                    }
+                    Step::KeyTimer => e.lock().on_timeout(Instant::now()),
+                    Step::Event(_) => {}
+                }
+                let out = e.outgoing();
+                for m in &out {
+                    session.send(m).await?;
+                }
+                let now_epoch = e.publish_epoch();
+                if now_epoch != epoch {
+                    epoch = now_epoch;
+                    if let Some(n) = epoch {
+                        lock(&tally).keys.epoch(me, n, Instant::now());
+                    }
+                }
+            }
+            if protect.keyed() {
+                for (participant, track, layer) in deferred.drain(..) {
+                    session.subscribe(participant, track, layer).await?;
+                }
+            }
+            let Step::Event(event) = step else { continue };
             match event {
                 Some(Ok(ServerMessage::ParticipantJoined(p))) if p.info == SPEAKER_INFO => {
                     speakers.insert(p.participant);
@@ -270,8 +343,12 @@ async fn participate(
                         }
                         _ => Some(0),
                     };
-                    if let Some(layer) = layer {
-                        session.subscribe(participant, info.track, layer).await?;
+                    match layer {
+                        Some(layer) if protect.keyed() => {
+                            session.subscribe(participant, info.track, layer).await?;
+                        }
+                        Some(layer) => deferred.push((participant, info.track, layer)),
+                        None => {}
                     }
                 }
                 Some(Ok(ServerMessage::KeyframeRequest { .. })) => {
@@ -285,14 +362,19 @@ async fn participate(
     };
     let (ev, (), video, screen) = tokio::join!(
         events,
-        send_audio(&media, plan, stint, &ctr, &tally),
-        send_video(&media, plan, stint, &ctr, &keyframe_wanted, &tally),
-        send_screen(&media, plan, stint, &ctr, &tally)
+        send_audio(&media, plan, stint, &protect, &tally),
+        send_video(&media, plan, stint, &protect, &keyframe_wanted, &tally),
+        send_screen(&media, plan, stint, &protect, &tally)
     );
     // Keep receiving what is still in flight, then leave.
-    sleep_until((until + drain).into()).await;
+    sleep_until((until + end.drain).into()).await;
     for r in receivers {
         r.abort();
+    }
+    if let Some(e) = &e2ee {
+        let mut t = lock(&tally);
+        t.keys.left(me, end.churn, Instant::now());
+        e.add_figures(&mut t.keys.figures);
     }
     let left = session.leave().await;
     ev.and(video).and(screen).and(left)
@@ -302,7 +384,7 @@ async fn send_audio(
     media: &Media,
     plan: &Plan,
     stint: Stint,
-    ctr: &AtomicU64,
+    protect: &Protect,
     tally: &Mutex<Tally>,
 ) {
     let s = &plan.scenario;
@@ -321,7 +403,9 @@ async fn send_audio(
         header_bytes.clear();
         header.encode(&mut header_bytes);
         plain[..8].copy_from_slice(&now_us().to_be_bytes());
-        let sealed = seal(&plan.key, header.publisher, ctr, &header_bytes, &plain);
+        let Some(sealed) = protect.seal_audio(&header, &plain) else {
+            continue;
+        };
         if media.send_audio(&header, &sealed).is_err() {
             break;
         }
@@ -335,7 +419,7 @@ async fn send_audio(
 async fn write_frame(
     w: &mut GroupWriter,
     plan: &Plan,
-    ctr: &AtomicU64,
+    protect: &Protect,
     bytes: usize,
     keyframe: bool,
     kind: Kind,
@@ -343,11 +427,9 @@ async fn write_frame(
     let mut plain = vec![0u8; bytes.max(8)];
     plain[..8].copy_from_slice(&now_us().to_be_bytes());
     let flags = if keyframe { FLAG_KEYFRAME } else { 0 };
-    let header = w.next_header(flags, plain.len() + crate::seal::OVERHEAD);
-    let mut aad = BytesMut::with_capacity(64);
-    w.header.encode(&mut aad);
-    header.encode(&mut aad);
-    let sealed = seal(&plan.key, w.header.publisher, ctr, &aad, &plain);
+    let Some((header, sealed)) = protect.seal_object(w, flags, &plain) else {
+        return Ok(());
+    };
     let len = sealed.len() as u64;
     w.write(header, sealed).await?;
     plan.live.sent[kind as usize].fetch_add(1, Relaxed);
@@ -359,7 +441,7 @@ async fn send_video(
     media: &Media,
     plan: &Plan,
     stint: Stint,
-    ctr: &AtomicU64,
+    protect: &Protect,
     keyframe_wanted: &AtomicBool,
     tally: &Mutex<Tally>,
 ) -> Result<(), ClientError> {
@@ -401,7 +483,7 @@ async fn send_video(
         for (layer, w) in writers.iter_mut().enumerate() {
             let Some(w) = w.as_mut() else { continue };
             let bytes = s.frame_bytes(layer, new_group);
-            write_frame(w, plan, ctr, bytes, new_group, Kind::Video).await?;
+            write_frame(w, plan, protect, bytes, new_group, Kind::Video).await?;
         }
     }
     for w in writers.into_iter().flatten() {
@@ -415,7 +497,7 @@ async fn send_screen(
     media: &Media,
     plan: &Plan,
     stint: Stint,
-    ctr: &AtomicU64,
+    protect: &Protect,
     tally: &Mutex<Tally>,
 ) -> Result<(), ClientError> {
     let s = &plan.scenario;
@@ -437,7 +519,7 @@ async fn send_screen(
         }
         let bytes = frame_bytes(sc.kbps, sc.burst_fps, sc.every, new_group);
         if let Some(w) = writer.as_mut() {
-            write_frame(w, plan, ctr, bytes, new_group, Kind::Screen).await?;
+            write_frame(w, plan, protect, bytes, new_group, Kind::Screen).await?;
         }
     }
     if let Some(w) = writer {
@@ -445,99 +527,4 @@ async fn send_screen(
     }
     pace.into_tally(tally);
     Ok(())
-}
-
-async fn receive_groups(
-    me: Receiver,
-    media: Media,
-    key: Arc<MeetingKey>,
-    live: Arc<Live>,
-    tally: Arc<Mutex<Tally>>,
-) {
-    while let Ok(group) = media.accept_group().await {
-        tokio::spawn(receive_group(
-            me,
-            group,
-            key.clone(),
-            live.clone(),
-            tally.clone(),
-        ));
-    }
-}
-
-async fn receive_group(
-    me: Receiver,
-    mut group: GroupReader,
-    key: Arc<MeetingKey>,
-    live: Arc<Live>,
-    tally: Arc<Mutex<Tally>>,
-) {
-    let h = group.header;
-    let kind = if h.track == SCREEN_TRACK {
-        Kind::Screen
-    } else {
-        Kind::Video
-    };
-    lock(&tally).group_started(me, h.publisher, h.track, h.group);
-    let mut group_header = BytesMut::with_capacity(32);
-    h.encode(&mut group_header);
-    let mut aad = BytesMut::with_capacity(64);
-    loop {
-        match group.next_object().await {
-            Ok(Some(obj)) => {
-                aad.clear();
-                aad.put_slice(&group_header);
-                obj.header.encode(&mut aad);
-                match open(&key, h.publisher, &aad, &obj.payload) {
-                    Some(sent) => {
-                        live.received[kind as usize].fetch_add(1, Relaxed);
-                        live.bytes_received
-                            .fetch_add(obj.payload.len() as u64, Relaxed);
-                        let latency_us = now_us().saturating_sub(sent);
-                        live.latency.record(latency_us.saturating_mul(1000));
-                        lock(&tally).object(me, kind, latency_us);
-                    }
-                    None => {
-                        live.decrypt_failures.fetch_add(1, Relaxed);
-                    }
-                }
-            }
-            Ok(None) => {
-                lock(&tally).group_complete(me, h.publisher, h.track);
-                return;
-            }
-            Err(ClientError::Reset(code)) if code == ErrorCode::GROUP_DROPPED => {
-                lock(&tally).group_reset(me, h.publisher, h.track);
-                return;
-            }
-            Err(_) => return,
-        }
-    }
-}
-
-async fn receive_audio(
-    me: Receiver,
-    media: Media,
-    key: Arc<MeetingKey>,
-    live: Arc<Live>,
-    tally: Arc<Mutex<Tally>>,
-) {
-    let mut header_bytes = BytesMut::with_capacity(32);
-    while let Ok((h, payload)) = media.read_audio().await {
-        header_bytes.clear();
-        h.encode(&mut header_bytes);
-        match open(&key, h.publisher, &header_bytes, &payload) {
-            Some(sent) => {
-                live.received[Kind::Audio as usize].fetch_add(1, Relaxed);
-                live.bytes_received.fetch_add(payload.len() as u64, Relaxed);
-                let latency_us = now_us().saturating_sub(sent);
-                live.latency.record(latency_us.saturating_mul(1000));
-                let expected = lock(&tally).audio(me, h.publisher, h.track, h.object, latency_us);
-                live.audio_expected.fetch_add(expected, Relaxed);
-            }
-            None => {
-                live.decrypt_failures.fetch_add(1, Relaxed);
-            }
-        }
-    }
 }

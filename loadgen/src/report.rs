@@ -198,6 +198,9 @@ pub struct Report {
     pub groups_skipped: u64,
     /// Payloads that failed authentication (should be 0).
     pub decrypt_failures: u64,
+    /// Which mode ran and what the key schedule did.
+    #[serde(default)]
+    pub e2ee: crate::keying::E2eeFigures,
     /// Sends scheduled while their participant was still joining (sent on admission).
     pub send_catchup: u64,
     /// Each meeting's latency p99, ms (for fairness).
@@ -262,6 +265,7 @@ impl Report {
             self.groups_started += t.groups_started;
             self.groups_complete += t.groups_complete;
             self.groups_skipped += t.groups_reset + t.group_gaps();
+            self.e2ee.add(&t.keys.finish());
             let m = meetings.entry(t.meeting).or_default();
             for l in &t.latency {
                 m.0.add(l);
@@ -373,6 +377,7 @@ impl Report {
             out.groups_complete += r.groups_complete;
             out.groups_skipped += r.groups_skipped;
             out.decrypt_failures += r.decrypt_failures;
+            out.e2ee.add(&r.e2ee);
             out.send_catchup += r.send_catchup;
             out.meeting_latency_p99_ms.extend(&r.meeting_latency_p99_ms);
             out.meeting_loss_percent.extend(&r.meeting_loss_percent);
@@ -413,6 +418,7 @@ impl std::fmt::Display for Report {
             "participants   {} in {} meetings; joins {} admitted of {} planned, {} failed",
             self.participants, self.meetings, self.joins, self.expected.joins, self.join_failed
         )?;
+        writeln!(f, "{}", self.e2ee.summary(self.decrypt_failures))?;
         writeln!(f, "join           {}", h.join.millis())?;
         writeln!(f, "  connect      {}", h.connect.millis())?;
         writeln!(f, "  tls          {}", h.tls.millis())?;

@@ -145,6 +145,10 @@ pub struct Scenario {
     pub screen: Option<ScreenShare>,
     /// Client UDP sockets (QUIC endpoints) the participants are spread over.
     pub client_sockets: usize,
+    /// End-to-end encryption (the default). `false` (`--no-e2ee`) exists only to
+    /// measure E2EE's cost: payloads are then sealed with one AES-GCM key per meeting
+    /// shared in-process, with no key schedule.
+    pub e2ee: bool,
     /// Meeting IDs are this prefix followed by the meeting's number (zero-padded to
     /// at least 11 characters in all); `None`: a prefix made from the process ID.
     /// Lets an outside client join a loadgen meeting.
@@ -184,6 +188,7 @@ impl Default for Scenario {
             subscribe: Subscribe::All,
             screen: None,
             client_sockets: 8,
+            e2ee: true,
             meeting_prefix: None,
             passcode: None,
             attackers: None,

@@ -93,6 +93,8 @@ pub struct Tally {
     pub groups_complete: u64,
     /// Groups the relay reset because this subscriber fell behind.
     pub groups_reset: u64,
+    /// Participants' key epochs and rekeys (E2EE runs).
+    pub keys: crate::keying::RekeyWatch,
     /// Receivers admitted and waiting for their first media object.
     admitted: HashMap<Receiver, Instant>,
 }
