@@ -27,6 +27,10 @@ async fn small_scenario_runs_clean() {
     assert_eq!(report.joins, 6, "{report}");
     assert_eq!(report.join_failed, 0);
     assert_eq!(report.decrypt_failures, 0, "{report}");
+    // End-to-end encrypted by default: every meeting was keyed, nobody warned.
+    assert!(report.e2ee.enabled, "{report}");
+    assert!(report.e2ee.highest_epoch >= 2, "{report}");
+    assert_eq!(report.e2ee.warnings, 0, "{report}");
     // Each of 6 participants hears 2 others at 50 packets/s for over 2 s.
     assert!(report.received.audio > 6 * 2 * 50 * 2 * 9 / 10, "{report}");
     assert!(
