@@ -365,3 +365,55 @@ fn a_thousand_participant_roster_is_split_signed_and_accepted() {
         .collect();
     assert_eq!(warnings, vec![]);
 }
+
+#[test]
+fn a_host_that_settles_before_the_old_leaders_key_arrives_does_not_split_the_meeting() {
+    let mut net = meeting(3);
+    assert_eq!(net.epochs(), vec![Some(1); 3]);
+    // A host whose joining was slow: it sees the others but none of their key messages
+    // before its settle time, so it starts an epoch 1 of its own.
+    let (keys, bundle) = Net::keys(KemSuite::XWing);
+    let pid = net.next;
+    net.next += 1;
+    let mut sec =
+        orelay_e2ee::MeetingSecurity::new(keys, pid, true, orelay_e2ee::Config::default(), net.t);
+    for (p, n) in &net.nodes {
+        let joined = Input::Joined {
+            participant: *p,
+            host: n.host,
+            keys: &n.bundle,
+        };
+        sec.handle(joined, net.t);
+    }
+    sec.handle_timeout(net.t + Duration::from_millis(600));
+    assert!(sec.is_leader());
+    assert_eq!(sec.epoch(), Some(1));
+    // Its key messages and the old leader's now cross.
+    for n in net.nodes.values_mut() {
+        let joined = Input::Joined {
+            participant: pid,
+            host: true,
+            keys: &bundle,
+        };
+        n.sec.handle(joined, net.t);
+    }
+    net.nodes.insert(
+        pid,
+        common::Node {
+            sec,
+            bundle,
+            host: true,
+            events: Vec::new(),
+        },
+    );
+    net.pump();
+    net.settle();
+    // One meeting again: a newer epoch everyone holds, the host leading.
+    let epochs = net.epochs();
+    assert!(
+        epochs.iter().all(|e| *e == epochs[0] && *e >= Some(2)),
+        "{epochs:?}"
+    );
+    assert!(net.sec(pid).is_leader());
+    net.assert_all_decrypt();
+}

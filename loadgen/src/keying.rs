@@ -135,6 +135,10 @@ pub struct E2eeFigures {
     pub warnings: u64,
     /// Key messages sent (deliveries, rosters, info).
     pub key_messages: u64,
+    /// Decrypt failures by cause: no key, replayed (or older than the replay
+    /// window), forged, other.
+    #[serde(default)]
+    pub failures: [u64; 4],
 }
 
 impl E2eeFigures {
@@ -151,6 +155,9 @@ impl E2eeFigures {
         self.unkeyed_not_sent += o.unkeyed_not_sent;
         self.warnings += o.warnings;
         self.key_messages += o.key_messages;
+        for (a, b) in self.failures.iter_mut().zip(&o.failures) {
+            *a += b;
+        }
     }
 
     /// The summary lines.
@@ -160,8 +167,12 @@ impl E2eeFigures {
         }
         format!(
             "mode           E2EE (X-Wing HPKE key schedule, SFrame media)\n\
-             e2ee           decrypt failures {decrypt_failures}  opened late {}  epochs {} (switches {})  key messages {}  warnings {}  unkeyed frames not sent {}\n\
+             e2ee           decrypt failures {decrypt_failures} (no key {}, replayed {}, forged {}, other {})  opened late {}  epochs {} (switches {})  key messages {}  warnings {}  unkeyed frames not sent {}\n\
              rekey          {} timed: {}  abandoned {}  unfinished {}",
+            self.failures[0],
+            self.failures[1],
+            self.failures[2],
+            self.failures[3],
             self.opened_late,
             self.highest_epoch,
             self.epoch_switches,

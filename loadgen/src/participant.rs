@@ -108,7 +108,7 @@ pub async fn run(client: Client, plan: Plan, tally: Arc<Mutex<Tally>>) {
         let end = Ending { drain, churn };
         let r = participate(
             session,
-            protect,
+            protect.clone(),
             &plan,
             *stint,
             end,
@@ -116,6 +116,13 @@ pub async fn run(client: Client, plan: Plan, tally: Arc<Mutex<Tally>>) {
             tally.clone(),
         )
         .await;
+        if let Some(e) = protect.e2ee() {
+            // A stint that ended early (an error) leaves the rekey watch here too; a
+            // second `left` for one that already left is a no-op.
+            let mut t = lock(&tally);
+            t.keys.left(receiver, false, Instant::now());
+            e.add_figures(&mut t.keys.figures);
+        }
         if let Err(e) = r {
             tracing::debug!(error = %e, "participant ended with an error");
         }
@@ -371,10 +378,8 @@ async fn participate(
     for r in receivers {
         r.abort();
     }
-    if let Some(e) = &e2ee {
-        let mut t = lock(&tally);
-        t.keys.left(me, end.churn, Instant::now());
-        e.add_figures(&mut t.keys.figures);
+    if e2ee.is_some() {
+        lock(&tally).keys.left(me, end.churn, Instant::now());
     }
     let left = session.leave().await;
     ev.and(video).and(screen).and(left)

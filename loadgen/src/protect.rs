@@ -36,6 +36,9 @@ pub struct E2ee {
     pub late: AtomicU64,
     /// Key messages handed to the session.
     pub sent_key_messages: AtomicU64,
+    /// Frames that never opened, by cause: no key, replayed (or older than the
+    /// replay window), forged, other.
+    pub failures: [AtomicU64; 4],
 }
 
 impl E2ee {
@@ -47,6 +50,7 @@ impl E2ee {
             unkeyed: AtomicU64::new(0),
             late: AtomicU64::new(0),
             sent_key_messages: AtomicU64::new(0),
+            failures: Default::default(),
         }
     }
 
@@ -93,11 +97,20 @@ impl E2ee {
                 Err(FrameError::NoKey) => {
                     let changed = tokio::time::timeout_at(deadline, changes.changed()).await;
                     if !matches!(changed, Ok(Ok(()))) {
+                        self.failures[0].fetch_add(1, Relaxed);
                         return None;
                     }
                     waited = true;
                 }
-                Err(_) => return None,
+                Err(e) => {
+                    let cause = match e {
+                        FrameError::Replayed => 1,
+                        FrameError::Forged => 2,
+                        _ => 3,
+                    };
+                    self.failures[cause].fetch_add(1, Relaxed);
+                    return None;
+                }
             }
         }
     }
@@ -245,6 +258,9 @@ impl E2ee {
         f.opened_late += self.late.load(Relaxed);
         f.unkeyed_not_sent += self.unkeyed.load(Relaxed);
         f.key_messages += self.sent_key_messages.load(Relaxed);
+        for (sum, n) in f.failures.iter_mut().zip(&self.failures) {
+            *sum += n.load(Relaxed);
+        }
         drop(secure.take_events());
     }
 

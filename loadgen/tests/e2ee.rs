@@ -38,7 +38,10 @@ async fn a_leave_is_rekeyed_and_every_remaining_participant_reaches_the_new_epoc
         .unwrap();
     let e = &report.e2ee;
     assert!(e.enabled, "{report}");
-    assert!(report.to_string().contains("mode           E2EE"), "{report}");
+    assert!(
+        report.to_string().contains("mode           E2EE"),
+        "{report}"
+    );
     assert_eq!(report.join_failed, 0, "{report}");
     assert_eq!(report.decrypt_failures, 0, "{report}");
     // A rekey is counted only once every participant still in the meeting runs an
@@ -49,7 +52,10 @@ async fn a_leave_is_rekeyed_and_every_remaining_participant_reaches_the_new_epoc
     assert!(e.highest_epoch >= 2, "{report}");
     assert_eq!(e.warnings, 0, "{report}");
     assert!(e.key_messages > 0);
-    assert!(report.received.audio > 0 && report.received.video > 0, "{report}");
+    assert!(
+        report.received.audio > 0 && report.received.video > 0,
+        "{report}"
+    );
     let json = serde_json::to_value(&report).unwrap();
     assert_eq!(json["e2ee"]["rekeys"], e.rekeys);
 }
@@ -67,7 +73,10 @@ async fn no_e2ee_runs_the_shared_key_baseline_and_says_so() {
         .await
         .unwrap();
     assert!(!report.e2ee.enabled);
-    assert!(report.to_string().contains("mode           NO E2EE"), "{report}");
+    assert!(
+        report.to_string().contains("mode           NO E2EE"),
+        "{report}"
+    );
     assert_eq!(report.decrypt_failures, 0, "{report}");
     assert_eq!(report.e2ee.key_messages, 0);
     assert_eq!(report.e2ee.highest_epoch, 0);

@@ -46,7 +46,7 @@ impl MeetingSecurity {
     }
 
     /// A new epoch: fresh random key sealed to every member with a valid bundle.
-    fn rekey(&mut self, now: Instant) {
+    pub(super) fn rekey(&mut self, now: Instant) {
         let Ok(secret) = random::<32>() else {
             return;
         };
