@@ -417,3 +417,16 @@ fn a_host_that_settles_before_the_old_leaders_key_arrives_does_not_split_the_mee
     assert!(net.sec(pid).is_leader());
     net.assert_all_decrypt();
 }
+
+#[test]
+fn once_everyone_is_keyed_the_next_timer_is_in_the_future() {
+    // A driver sleeps until `poll_timeout`: a deadline already handled would make it
+    // spin (it did: the unkeyed check of keyed members stayed due forever).
+    let mut net = meeting(3);
+    net.advance(Duration::from_secs(15));
+    let t = net.t;
+    for p in [1, 2, 3] {
+        let due = net.sec(p).poll_timeout().unwrap();
+        assert!(due > t, "participant {p}: due {:?} before now", t - due);
+    }
+}

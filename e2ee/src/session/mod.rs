@@ -209,6 +209,9 @@ pub struct MeetingSecurity {
     accepted_epoch: u64,
     settled: bool,
     created: Instant,
+    /// When the timers last ran: a deadline at or before it is done (a keyed member's
+    /// unkeyed check must not be offered again, or a driver would spin on it).
+    timers_run: Instant,
     leading: Option<Leading>,
     roster: Option<Roster>,
     assembly: Option<Assembly>,
@@ -248,6 +251,7 @@ impl MeetingSecurity {
             accepted_epoch: 0,
             settled: false,
             created: now,
+            timers_run: now,
             leading: None,
             roster: None,
             assembly: None,
@@ -322,6 +326,7 @@ impl MeetingSecurity {
     /// Runs timers: leader rekey and roster heartbeat, expiry of the previous epoch,
     /// roster checks.
     pub fn handle_timeout(&mut self, now: Instant) {
+        self.timers_run = self.timers_run.max(now);
         if let Some((_, until)) = &self.previous {
             if now >= *until {
                 self.previous = None;
@@ -354,7 +359,10 @@ impl MeetingSecurity {
             consider(self.last_roster_at + self.config.roster_interval * 5 / 2);
         }
         for m in self.members.values().filter(|m| !m.unkeyed_reported) {
-            consider(m.since + self.config.roster_grace);
+            let due = m.since + self.config.roster_grace;
+            if due > self.timers_run {
+                consider(due);
+            }
         }
         for t in self.recently_left.values() {
             consider(*t + self.config.roster_grace);
