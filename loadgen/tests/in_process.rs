@@ -34,11 +34,20 @@ async fn small_scenario_runs_clean() {
     // Media flows once a meeting is keyed (its first participant waits the 500 ms
     // settle time first): most of the plan is sent, none of it while unkeyed, and each
     // audio frame sent reaches both others.
-    assert!(report.sent.audio > report.expected.audio * 6 / 10, "{report}");
-    let not_sent = report.expected.audio + report.expected.video
-        - (report.sent.audio + report.sent.video);
-    assert!(report.e2ee.unkeyed_not_sent >= not_sent * 9 / 10, "{report}");
-    assert!(report.received.audio >= 2 * report.sent.audio * 9 / 10, "{report}");
+    assert!(
+        report.sent.audio > report.expected.audio * 6 / 10,
+        "{report}"
+    );
+    let not_sent =
+        report.expected.audio + report.expected.video - (report.sent.audio + report.sent.video);
+    assert!(
+        report.e2ee.unkeyed_not_sent >= not_sent * 9 / 10,
+        "{report}"
+    );
+    assert!(
+        report.received.audio >= 2 * report.sent.audio * 9 / 10,
+        "{report}"
+    );
     assert!(
         report.received.video > 0 && report.groups_complete > 0,
         "{report}"

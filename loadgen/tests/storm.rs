@@ -71,8 +71,7 @@ async fn storm_counts_match_the_plan_and_the_relay() {
         12.0
     );
     assert_eq!(
-        relay.counters["orelay_datagrams_received_total"],
-        report.sent.audio as f64,
+        relay.counters["orelay_datagrams_received_total"], report.sent.audio as f64,
         "{report}"
     );
     assert!(

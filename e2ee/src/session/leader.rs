@@ -4,7 +4,9 @@ use std::collections::BTreeMap;
 use std::time::Instant;
 
 use super::{Leading, MeetingSecurity, Outbound};
-use crate::envelope::{Envelope, KeyDelivery, RosterPart, DELIVERY_INFO, ROSTER_PART_ENTRIES};
+use crate::envelope::{
+    Envelope, KeyDelivery, Parsed, RosterPart, DELIVERY_INFO, ROSTER_PART_ENTRIES,
+};
 use crate::roster::{digest, RosterEntry};
 use crate::wire::random;
 use crate::{kem, E2eeError, ParticipantId, Recipient};
@@ -46,7 +48,7 @@ impl MeetingSecurity {
     }
 
     /// A new epoch: fresh random key sealed to every member with a valid bundle.
-    pub(super) fn rekey(&mut self, now: Instant) {
+    fn rekey(&mut self, now: Instant) {
         let Ok(secret) = random::<32>() else {
             return;
         };
@@ -114,6 +116,39 @@ impl MeetingSecurity {
             .as_ref()
             .is_some_and(|l| l.keyed.contains_key(&p))
         {
+            self.rekey(now);
+        }
+    }
+
+    /// While leading, a signed delivery or roster from another participant for an
+    /// epoch at least ours means two leaders started epochs unaware of each other (a
+    /// newcomer that settled before the old leader's key reached it): both may hold
+    /// the same epoch number with different keys, and followers ignore a delivery no
+    /// newer than the one they accepted. Rekeying past it reunites the meeting.
+    pub(super) fn resolve_epoch_collision(
+        &mut self,
+        from: ParticipantId,
+        parsed: &Parsed<'_>,
+        now: Instant,
+    ) {
+        if !self.is_leader() {
+            return;
+        }
+        let epoch = match &parsed.envelope {
+            Envelope::Delivery(d) => d.epoch,
+            Envelope::Roster(r) => r.epoch,
+            Envelope::Info(_) => return,
+        };
+        if epoch < self.epoch().unwrap_or(0) {
+            return;
+        }
+        let identity = self
+            .members
+            .get(&from)
+            .and_then(|m| m.bundle.as_ref())
+            .map(|b| b.identity);
+        if identity.is_some_and(|id| parsed.verify(&id).is_ok()) {
+            self.max_epoch = self.max_epoch.max(epoch);
             self.rekey(now);
         }
     }

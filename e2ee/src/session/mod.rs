@@ -33,7 +33,7 @@ pub use leader::roster_parts;
 use std::collections::{BTreeMap, HashMap, VecDeque};
 use std::time::{Duration, Instant};
 
-use crate::envelope::{Envelope, InfoMessage, KeyDelivery, Parsed, DELIVERY_INFO};
+use crate::envelope::{Envelope, InfoMessage, KeyDelivery, DELIVERY_INFO};
 use crate::frame::{epoch_byte, EpochKeys, FrameError};
 use crate::identity::{KeyBundle, LocalKeys};
 use crate::roster::RosterEntry;
@@ -521,34 +521,6 @@ impl MeetingSecurity {
             Envelope::Delivery(d) => self.on_delivery(from, d, now),
             Envelope::Roster(part) => self.on_roster_part(from, part, now),
             Envelope::Info(_) => Ok(()),
-        }
-    }
-
-    /// While leading, a signed delivery or roster from another participant for an
-    /// epoch at least ours means two leaders started epochs unaware of each other (a
-    /// newcomer that settled before the old leader's key reached it): both may hold
-    /// the same epoch number with different keys, and followers ignore a delivery no
-    /// newer than the one they accepted. Rekeying past it reunites the meeting.
-    fn resolve_epoch_collision(&mut self, from: ParticipantId, parsed: &Parsed<'_>, now: Instant) {
-        if !self.is_leader() {
-            return;
-        }
-        let epoch = match &parsed.envelope {
-            Envelope::Delivery(d) => d.epoch,
-            Envelope::Roster(r) => r.epoch,
-            Envelope::Info(_) => return,
-        };
-        if epoch < self.epoch().unwrap_or(0) {
-            return;
-        }
-        let identity = self
-            .members
-            .get(&from)
-            .and_then(|m| m.bundle.as_ref())
-            .map(|b| b.identity);
-        if identity.is_some_and(|id| parsed.verify(&id).is_ok()) {
-            self.max_epoch = self.max_epoch.max(epoch);
-            self.rekey(now);
         }
     }
 
