@@ -505,6 +505,12 @@ impl AudioRoutes {
         stats.datagrams_in.fetch_add(1, Relaxed);
         stats.count_media_in(MediaKind::Audio, datagram.len());
         let (header, _) = DatagramHeader::decode(&datagram)?;
+        // The cache is keyed by track alone, so the sender's claim is checked here on
+        // every datagram, not only when the route is re-read: otherwise, once a route is
+        // cached, a member could forward audio under another participant's ID.
+        if header.publisher != me.id {
+            return Err(PeerMisbehaved::TrackNotPublished.into());
+        }
         let fresh = self
             .routes
             .get(&header.track)
