@@ -19,8 +19,8 @@ use bytes::Bytes;
 use orelay_proto::{GroupHeader, ParticipantId, TrackId, TrackInfo, TrackKind};
 use orelay_relay::core::outbox::Outbox;
 use orelay_relay::core::{
-    plan_drops, Backlog, FanoutLimits, GroupBuffer, Meeting, MeetingLimits, OpenGroups, Opened,
-    PublishGrace, QueueLimits, ReaderId, ResetCause, Route, RouteVersion, TrackKey, Transport,
+    FanoutLimits, GroupBuffer, Meeting, MeetingLimits, OpenGroups, PublishGrace, QueueLimits,
+    ReaderId, ResetCause, RouteVersion, TrackKey,
 };
 
 use crate::core_check::View;
@@ -30,7 +30,10 @@ use crate::core_check::View;
 #[derive(Debug, Clone, Arbitrary)]
 pub(crate) enum Event {
     /// A new connection joins meeting `meeting % 2`, with the right passcode or not.
-    Join { meeting: bool, wrong_passcode: bool },
+    /// A new connection joins; slow clients (one in four) read control messages only
+    /// on `Read`, the others after every event.
+    /// Mostly to the first meeting, mostly with the right passcode.
+    Join { meeting: u8, passcode: u8, slow: u8 },
     /// A participant leaves (again, if it already left: must be harmless).
     Leave { who: u8 },
     /// `Publish` of any track info, valid or not.
@@ -58,16 +61,16 @@ pub(crate) enum Event {
         track: u8,
         layer: u8,
     },
-    /// A group stream opens; `claimed` is the publisher ID in its header (its own if none).
+    /// A group stream opens; its header names the sender unless `forge` says otherwise.
     OpenGroup {
         who: u8,
-        claimed: Option<u8>,
+        forge: u8,
         track: u8,
         layer: u8,
         group: u8,
     },
-    /// A chunk of `len` bytes arrives on a group stream.
-    Chunk { group: u8, len: u16 },
+    /// `1 + count % 4` chunks of `len` bytes arrive on a group stream.
+    Chunk { group: u8, len: u16, count: u8 },
     /// The publisher finishes a group stream.
     Finish { group: u8 },
     /// The publisher resets a group stream.
@@ -76,18 +79,14 @@ pub(crate) enum Event {
     Read { who: u8, chunks: u8 },
     /// A client stops (STOP_SENDING) one of the group streams it receives.
     Stop { who: u8, read: u8 },
-    /// An audio datagram; `claimed` as for groups.
-    Datagram {
-        who: u8,
-        claimed: Option<u8>,
-        track: u8,
-    },
+    /// An audio datagram; `forge` as for groups.
+    Datagram { who: u8, forge: u8, track: u8 },
     /// Time passes: idle groups are reset and every subscriber's policy runs.
     Tick { ms: u16 },
 }
 
 /// Most participants one run creates (joins past it are ignored): bounds a run.
-const MAX_PEERS: usize = 48;
+pub(crate) const MAX_PEERS: usize = 48;
 /// Participants per meeting: small, so `MEETING_FULL` happens.
 pub(crate) const MAX_PARTICIPANTS: usize = 5;
 /// Control messages queued per client before it is closed (a newcomer's roster
@@ -117,6 +116,8 @@ pub(crate) struct Peer {
     pub(crate) meeting: usize,
     pub(crate) id: ParticipantId,
     pub(crate) present: bool,
+    /// Reads its control messages only when told to.
+    pub(crate) slow: bool,
     pub(crate) outbox: Outbox,
     /// What the client learned from the messages it read.
     pub(crate) view: View,
@@ -188,12 +189,37 @@ pub struct Harness {
     pub(crate) groups: Vec<Group>,
     arena: Bytes,
     arena_at: usize,
+    pub(crate) coverage: std::cell::Cell<Coverage>,
 }
 
-const PASSCODES: [&str; 2] = ["alpha", "beta"];
+pub(crate) const PASSCODES: [&str; 2] = ["alpha", "beta"];
 
 /// Runs the events decoded from `data` and checks the invariants after each one.
 pub fn relay_core(data: &[u8]) {
+    run(data);
+}
+
+/// What one run exercised: proof that the checks saw the paths they guard.
+#[derive(Debug, Default, Clone, Copy, PartialEq, Eq)]
+pub struct Coverage {
+    /// Participants admitted.
+    pub joined: u64,
+    /// Groups forwarded to at least one subscriber.
+    pub groups: u64,
+    /// Chunks a subscriber's writer took (each checked to be the publisher's `Bytes`).
+    pub chunks: u64,
+    /// Groups dropped for a subscriber by its policy or its publisher's budget.
+    pub drops: u64,
+    /// Audio datagrams routed to at least one subscriber.
+    pub datagrams: u64,
+    /// Participants closed for misbehaving or a full outbox.
+    pub closed: u64,
+    /// Times a client that had read everything was checked against the meeting.
+    pub views: u64,
+}
+
+/// [`relay_core`], returning what the run covered.
+pub fn run(data: &[u8]) -> Coverage {
     let mut u = Unstructured::new(data);
     let mut h = Harness::new();
     // Bounded: each event consumes input bytes, and MAX_EVENTS caps the rest.
@@ -208,6 +234,22 @@ pub fn relay_core(data: &[u8]) {
         }
     }
     h.finish();
+    h.coverage.get()
+}
+
+/// Few tracks, so that publishers, subscribers and groups meet.
+fn track_id(n: u8) -> TrackId {
+    u64::from(n % 4)
+}
+
+/// `n % modulus` mostly, the raw byte one time in sixteen: valid values are common
+/// enough to reach deep states, invalid ones still come.
+fn rarely_raw(n: u8, modulus: u8) -> u8 {
+    if n >= 240 {
+        n
+    } else {
+        n % modulus
+    }
 }
 
 const MAX_EVENTS: usize = 2000;
@@ -230,6 +272,7 @@ impl Harness {
             groups: Vec::new(),
             arena: Bytes::from(arena),
             arena_at: 0,
+            coverage: Default::default(),
         }
     }
 
@@ -239,6 +282,16 @@ impl Harness {
             .filter(|&i| self.peers[i].present)
             .collect();
         (!present.is_empty()).then(|| present[usize::from(who) % present.len()])
+    }
+
+    /// The publisher ID a header of `p`'s claims: its own, or one time in sixteen
+    /// someone else's (or a stranger's).
+    fn claimed(&self, p: usize, forge: u8) -> ParticipantId {
+        if forge >= 240 {
+            self.id_in(p, forge)
+        } else {
+            self.peers[p].id
+        }
     }
 
     /// A participant ID of `p`'s meeting, picked by `n`: one present or past, or a stranger.
@@ -259,8 +312,9 @@ impl Harness {
         match event {
             Event::Join {
                 meeting,
-                wrong_passcode,
-            } => self.join(usize::from(meeting), wrong_passcode),
+                passcode,
+                slow,
+            } => self.join(usize::from(meeting >= 192), passcode >= 240, slow >= 192),
             Event::Leave { who } => {
                 // Any peer, present or not: leaving twice must be harmless.
                 if !self.peers.is_empty() {
@@ -275,16 +329,26 @@ impl Harness {
             } => {
                 let Some(p) = self.pick(who) else { return };
                 let info = TrackInfo {
-                    track: u64::from(track % 12),
-                    kind: TrackKind(kind % 4),
-                    layers: layers % 6,
+                    track: self.unused_track(p, track),
+                    kind: TrackKind(rarely_raw(kind, 3)),
+                    layers: if layers >= 240 {
+                        layers % 8
+                    } else {
+                        1 + layers % 4
+                    },
                     priority: 1,
                 };
                 self.publish(p, info);
             }
             Event::Unpublish { who, track } => {
                 let Some(p) = self.pick(who) else { return };
-                self.unpublish(p, u64::from(track % 12));
+                let any = |_: &TrackInfo| true;
+                let track = match self.published(p, Some(any), track, track / 7) {
+                    Some((_, info)) => info.track,
+                    None if track >= 224 => track_id(track),
+                    None => return,
+                };
+                self.unpublish(p, track);
             }
             Event::Subscribe {
                 who,
@@ -293,8 +357,11 @@ impl Harness {
                 layer,
             } => {
                 let Some(p) = self.pick(who) else { return };
-                let publisher = self.id_in(p, publisher);
-                self.subscribe(p, publisher, u64::from(track % 12), layer % 6);
+                let (publisher, track) = match self.published(p, None, publisher, track) {
+                    Some((publisher, info)) => (publisher, info.track),
+                    None => (self.id_in(p, publisher), track_id(track)),
+                };
+                self.subscribe(p, publisher, track, rarely_raw(layer, 2));
             }
             Event::Unsubscribe {
                 who,
@@ -303,7 +370,7 @@ impl Harness {
             } => {
                 let Some(p) = self.pick(who) else { return };
                 let publisher = self.id_in(p, publisher);
-                self.unsubscribe(p, publisher, u64::from(track % 12));
+                self.unsubscribe(p, publisher, track_id(track));
             }
             Event::RequestKeyframe {
                 who,
@@ -316,34 +383,42 @@ impl Harness {
                 let m = self.peers[p].meeting;
                 let actions = self.meetings[m].request_keyframe(
                     publisher,
-                    u64::from(track % 12),
-                    layer % 6,
+                    track_id(track),
+                    rarely_raw(layer, 4),
                     self.now,
                 );
                 self.deliver(m, actions);
             }
             Event::OpenGroup {
                 who,
-                claimed,
+                forge,
                 track,
                 layer,
                 group,
             } => {
                 let Some(p) = self.pick(who) else { return };
-                let publisher = claimed.map_or(self.peers[p].id, |c| self.id_in(p, c));
+                let publisher = self.claimed(p, forge);
+                let streams = |info: &TrackInfo| info.kind.uses_streams();
+                let (track, layer) = match self.published(p, Some(streams), forge, track) {
+                    Some((_, info)) => (info.track, rarely_raw(layer, info.layers.min(2))),
+                    None if forge >= 224 => (track_id(track), rarely_raw(layer, 4)),
+                    None => return,
+                };
                 let header = GroupHeader {
                     publisher,
-                    track: u64::from(track % 12),
+                    track,
                     group: u64::from(group),
-                    layer: layer % 5,
+                    layer,
                     priority: 1,
                 };
                 self.open_group(p, header);
             }
-            Event::Chunk { group, len } => {
+            Event::Chunk { group, len, count } => {
                 if let Some(g) = self.pick_group(group) {
-                    let chunk = self.chunk(usize::from(len % 8192) + 1);
-                    self.push(g, chunk);
+                    for _ in 0..=count % 4 {
+                        let chunk = self.chunk(usize::from(len % 8192) + 1);
+                        self.push(g, chunk);
+                    }
                 }
             }
             Event::Finish { group } => {
@@ -371,17 +446,67 @@ impl Harness {
                     self.groups[g].buf.release(r);
                 }
             }
-            Event::Datagram {
-                who,
-                claimed,
-                track,
-            } => {
+            Event::Datagram { who, forge, track } => {
                 let Some(p) = self.pick(who) else { return };
-                let publisher = claimed.map_or(self.peers[p].id, |c| self.id_in(p, c));
-                self.datagram(p, publisher, u64::from(track % 12));
+                let publisher = self.claimed(p, forge);
+                let audio = |info: &TrackInfo| info.kind == TrackKind::AUDIO;
+                let track = match self.published(p, Some(audio), forge, track) {
+                    Some((_, info)) => info.track,
+                    None if forge >= 224 => track_id(track),
+                    None => return,
+                };
+                self.datagram(p, publisher, track);
             }
-            Event::Tick { ms } => self.tick(Duration::from_millis(u64::from(ms % 2048))),
+            Event::Tick { ms } => {
+                // Mostly short steps; now and then past the grace or the idle timeout.
+                let ms = if ms >= 0xf000 {
+                    u64::from(ms - 0xf000) * 4
+                } else {
+                    u64::from(ms % 300)
+                };
+                self.tick(Duration::from_millis(ms));
+            }
         }
+        for p in 0..self.peers.len() {
+            if self.peers[p].present && !self.peers[p].slow {
+                self.read_control(p);
+            }
+        }
+    }
+
+    /// A track ID `p` does not publish yet, or one time in sixteen any (maybe a duplicate).
+    fn unused_track(&self, p: usize, n: u8) -> TrackId {
+        let (m, id) = (self.peers[p].meeting, self.peers[p].id);
+        if n >= 240 {
+            return track_id(n);
+        }
+        let used = |t: &TrackId| self.models[m].tracks.contains_key(&(id, *t));
+        (0..12)
+            .map(|k| (u64::from(n) + k) % 12)
+            .find(|t| !used(t))
+            .unwrap_or(0)
+    }
+
+    /// A track published in `p`'s meeting (by `p` itself when `own` filters), picked by
+    /// `n`, unless `raw` asks for an arbitrary one (one time in eight).
+    fn published(
+        &self,
+        p: usize,
+        own: Option<fn(&TrackInfo) -> bool>,
+        raw: u8,
+        n: u8,
+    ) -> Option<(ParticipantId, TrackInfo)> {
+        if raw >= 224 {
+            return None;
+        }
+        let (m, id) = (self.peers[p].meeting, self.peers[p].id);
+        let tracks: Vec<(ParticipantId, TrackInfo)> = self.models[m]
+            .tracks
+            .iter()
+            .filter(|((q, _), info)| own.is_none_or(|f| *q == id && f(info)))
+            .map(|(&(q, _), &info)| (q, info))
+            .collect();
+        tracks.get(usize::from(n) % tracks.len().max(1)).copied()
     }
 
     /// A group still open at its publisher (not finished, reset or ended), by `n`.
@@ -399,437 +524,5 @@ impl Harness {
         let chunk = self.arena.slice(self.arena_at..self.arena_at + len);
         self.arena_at += len;
         chunk
-    }
-
-    fn join(&mut self, meeting: usize, wrong_passcode: bool) {
-        if self.peers.len() >= MAX_PEERS {
-            return;
-        }
-        let passcode = if wrong_passcode {
-            "wrong"
-        } else {
-            PASSCODES[meeting]
-        };
-        let info = Bytes::from(format!("peer {}", self.peers.len()));
-        let result = self.meetings[meeting].join(passcode, info);
-        let model = &mut self.models[meeting];
-        let (id, actions) = match result {
-            Err(reason) => {
-                let want = if wrong_passcode {
-                    orelay_proto::RejectReason::BAD_PASSCODE
-                } else {
-                    orelay_proto::RejectReason::MEETING_FULL
-                };
-                assert_eq!(reason, want);
-                assert!(wrong_passcode || model.present.len() >= MAX_PARTICIPANTS);
-                return;
-            }
-            Ok(joined) => joined,
-        };
-        assert!(!wrong_passcode, "admitted with a wrong passcode");
-        assert!(
-            model.present.len() < MAX_PARTICIPANTS,
-            "admitted past the limit"
-        );
-        assert!(
-            self.peers
-                .iter()
-                .all(|q| q.meeting != meeting || q.id != id),
-            "ID {id} reused"
-        );
-        model.present.insert(id);
-        self.peers.push(Peer {
-            meeting,
-            id,
-            present: true,
-            outbox: Outbox::new(OUTBOX_LIMIT),
-            view: View::default(),
-            open_groups: OpenGroups::default(),
-            grace: PublishGrace::default(),
-            audio: BTreeMap::new(),
-            reads: Vec::new(),
-            since_policy: 0,
-        });
-        self.deliver(meeting, actions);
-    }
-
-    /// The participant leaves or is closed: its groups are reset for their readers and
-    /// its own readers released, as the shell's tasks do on every exit path.
-    pub(crate) fn leave(&mut self, p: usize) {
-        let (m, id, was_present) = (
-            self.peers[p].meeting,
-            self.peers[p].id,
-            self.peers[p].present,
-        );
-        self.peers[p].present = false;
-        for g in 0..self.groups.len() {
-            if self.groups[g].publisher == p && !self.groups[g].closed {
-                self.groups[g].buf.reset(ResetCause::Publisher);
-                self.close_group(g);
-            }
-        }
-        for (g, r) in std::mem::take(&mut self.peers[p].reads) {
-            self.groups[g].buf.release(r);
-        }
-        let actions = self.meetings[m].leave(id);
-        let model = &mut self.models[m];
-        if !was_present {
-            assert!(actions.is_empty(), "a second leave told someone");
-            return;
-        }
-        model.present.remove(&id);
-        model.tracks.retain(|(p, _), _| *p != id);
-        model.subs.retain(|(s, p, _), _| *s != id && *p != id);
-        self.deliver(m, actions);
-    }
-
-    fn publish(&mut self, p: usize, info: TrackInfo) {
-        let (m, id) = (self.peers[p].meeting, self.peers[p].id);
-        let result = self.meetings[m].publish(id, info);
-        let model = &mut self.models[m];
-        let mine = model.tracks.keys().filter(|(q, _)| *q == id).count();
-        let valid = info.kind.is_known()
-            && (1..=orelay_proto::limits::MAX_LAYERS).contains(&info.layers)
-            && !model.tracks.contains_key(&(id, info.track))
-            && mine < orelay_proto::limits::MAX_TRACKS_PER_PARTICIPANT;
-        assert_eq!(result.is_ok(), valid, "publish {info:?}: {result:?}");
-        match result {
-            Ok(actions) => {
-                model.tracks.insert((id, info.track), info);
-                for layer in 0..orelay_proto::limits::MAX_LAYERS {
-                    model.keyframes.remove(&(id, info.track, layer));
-                }
-                self.deliver(m, actions);
-            }
-            Err(_) => self.leave(p),
-        }
-    }
-
-    fn unpublish(&mut self, p: usize, track: TrackId) {
-        let (m, id) = (self.peers[p].meeting, self.peers[p].id);
-        let result = self.meetings[m].unpublish(id, track);
-        let model = &mut self.models[m];
-        assert_eq!(result.is_ok(), model.tracks.remove(&(id, track)).is_some());
-        match result {
-            Ok(actions) => {
-                model.subs.retain(|(_, q, t), _| (*q, *t) != (id, track));
-                self.deliver(m, actions);
-            }
-            Err(_) => self.leave(p),
-        }
-    }
-
-    fn subscribe(&mut self, p: usize, publisher: ParticipantId, track: TrackId, layer: u8) {
-        let (m, id) = (self.peers[p].meeting, self.peers[p].id);
-        let result = self.meetings[m].subscribe(id, publisher, track, layer, self.now);
-        let model = &mut self.models[m];
-        let Ok(actions) = result else {
-            let mine = model.subs.keys().filter(|(s, _, _)| *s == id).count();
-            assert!(mine >= orelay_proto::limits::MAX_SUBSCRIPTIONS_PER_PARTICIPANT);
-            return self.leave(p);
-        };
-        if let Some(info) = model.tracks.get(&(publisher, track)) {
-            model
-                .subs
-                .insert((id, publisher, track), layer.min(info.layers - 1));
-        } else {
-            let ended = orelay_proto::ServerMessage::SubscriptionEnded { publisher, track };
-            assert_eq!(
-                actions,
-                [orelay_relay::core::Action::Send { to: id, msg: ended }]
-            );
-        }
-        self.deliver(m, actions);
-    }
-
-    fn unsubscribe(&mut self, p: usize, publisher: ParticipantId, track: TrackId) {
-        let (m, id) = (self.peers[p].meeting, self.peers[p].id);
-        assert!(self.meetings[m].unsubscribe(id, publisher, track).is_ok());
-        self.models[m].subs.remove(&(id, publisher, track));
-    }
-
-    /// A group stream's header arrived: route it as the shell does.
-    fn open_group(&mut self, p: usize, header: GroupHeader) {
-        let (m, id) = (self.peers[p].meeting, self.peers[p].id);
-        let key = TrackKey {
-            publisher: header.publisher,
-            track: header.track,
-            layer: header.layer,
-        };
-        let route = self.meetings[m].route(
-            id,
-            header.publisher,
-            header.track,
-            header.layer,
-            Transport::Stream,
-        );
-        let targets = match self.route_checked(p, key, Transport::Stream, route) {
-            Some(targets) => targets,
-            None => return,
-        };
-        let slot = self.groups.len() as u64;
-        match self.peers[p].open_groups.open(key, header.group, slot) {
-            Opened::TooOld => return,
-            Opened::Forward { reset } => {
-                for old in reset {
-                    let old = old as usize;
-                    assert_eq!(
-                        self.groups[old].key, key,
-                        "the limit reset another layer's group"
-                    );
-                    self.groups[old].buf.reset(ResetCause::GroupLimit);
-                    self.groups[old].closed = true;
-                }
-            }
-        }
-        let mut bytes = Vec::new();
-        header.encode(&mut bytes);
-        let header_bytes = Bytes::from(bytes);
-        let n = targets.len();
-        let peers: Vec<usize> = targets.iter().map(|&t| self.peer_of(m, t)).collect();
-        let g = self.groups.len();
-        self.groups.push(Group {
-            publisher: p,
-            key,
-            seq: header.group,
-            buf: GroupBuffer::new(header_bytes.clone(), n, self.now),
-            targets: peers.clone(),
-            sent: vec![header_bytes.clone()],
-            written: vec![0; n],
-            offered: vec![header_bytes.len() as u64; n],
-            written_bytes: vec![0; n],
-            closed: false,
-        });
-        for (i, &t) in peers.iter().enumerate() {
-            self.peers[t].reads.push((g, ReaderId(i as u32)));
-            self.peers[t].since_policy += header_bytes.len() as u64;
-        }
-        let budget = self.budget(g);
-        self.groups[g].buf.shed(budget);
-        for &t in &peers {
-            self.policy(t);
-        }
-    }
-
-    /// Checks a route against the model; on `Invalid` (or an expired grace) closes `p`.
-    fn route_checked(
-        &mut self,
-        p: usize,
-        key: TrackKey,
-        transport: Transport,
-        route: Route,
-    ) -> Option<Vec<ParticipantId>> {
-        let (m, id) = (self.peers[p].meeting, self.peers[p].id);
-        let model = &self.models[m];
-        let track = model
-            .tracks
-            .get(&(key.publisher, key.track))
-            .filter(|_| key.publisher == id);
-        let invalid = key.publisher != id
-            || track.is_some_and(|t| match transport {
-                Transport::Stream => !t.kind.uses_streams() || key.layer >= t.layers,
-                Transport::Datagram => t.kind != TrackKind::AUDIO,
-            });
-        match route {
-            Route::Invalid => {
-                assert!(invalid, "{key:?} refused as invalid");
-                self.leave(p);
-                None
-            }
-            Route::Unknown => {
-                assert!(!invalid && track.is_none(), "{key:?} unknown");
-                if let orelay_relay::core::Grace::Expired = self.peers[p].grace.unknown(self.now) {
-                    self.leave(p);
-                }
-                None
-            }
-            Route::Deliver {
-                targets,
-                version,
-                generation,
-            } => {
-                assert!(!invalid && track.is_some(), "{key:?} delivered");
-                assert_eq!(version.get(), generation);
-                let mut want = model.receivers(key.publisher, key.track, key.layer);
-                let mut got = targets.clone();
-                want.sort_unstable();
-                got.sort_unstable();
-                assert_eq!(got, want, "{key:?}: targets differ from the subscribers");
-                self.peers[p].grace.routed();
-                if transport == Transport::Datagram {
-                    self.peers[p]
-                        .audio
-                        .insert(key.track, (version, generation, targets.clone()));
-                }
-                Some(targets)
-            }
-        }
-    }
-
-    /// The peer index of a present participant of meeting `m`.
-    fn peer_of(&self, m: usize, id: ParticipantId) -> usize {
-        let found = self
-            .peers
-            .iter()
-            .position(|q| q.meeting == m && q.id == id && q.present);
-        found.unwrap_or_else(|| panic!("target {id} is not a present member of meeting {m}"))
-    }
-
-    /// The budget a push to group `g` gets: the publisher's limit less its other groups.
-    fn budget(&self, g: usize) -> usize {
-        let p = self.groups[g].publisher;
-        let others: usize = (0..self.groups.len())
-            .filter(|&o| o != g && self.groups[o].publisher == p)
-            .map(|o| self.groups[o].buf.held_bytes())
-            .sum();
-        fanout_limits().group_budget(others)
-    }
-
-    fn push(&mut self, g: usize, chunk: Bytes) {
-        let len = chunk.len() as u64;
-        let group = &mut self.groups[g];
-        for (i, &t) in group.targets.iter().enumerate() {
-            if group.buf.lag(ReaderId(i as u32)).is_some() {
-                group.offered[i] += len;
-                self.peers[t].since_policy += len;
-            }
-        }
-        group.sent.push(chunk.clone());
-        let budget = self.budget(g);
-        let group = &mut self.groups[g];
-        let evicted = group.buf.push(chunk, self.now, budget);
-        if !evicted.is_empty()
-            && self.peers[group.publisher]
-                .open_groups
-                .is_newest(group.key, group.seq)
-        {
-            let (m, key) = (self.peers[group.publisher].meeting, group.key);
-            let actions =
-                self.meetings[m].request_keyframe(key.publisher, key.track, key.layer, self.now);
-            self.deliver(m, actions);
-        }
-    }
-
-    fn close_group(&mut self, g: usize) {
-        let group = &mut self.groups[g];
-        if !group.closed {
-            group.closed = true;
-            let slot = g as u64;
-            self.peers[group.publisher]
-                .open_groups
-                .close(group.key, slot);
-        }
-    }
-
-    /// One subscriber's drop policy, as the shell's `enforce`.
-    pub(crate) fn policy(&mut self, p: usize) {
-        let mut open = Vec::new();
-        let mut which = Vec::new();
-        for (i, &(g, r)) in self.peers[p].reads.iter().enumerate() {
-            let group = &self.groups[g];
-            if let Some(lag) = group.buf.lag(r) {
-                open.push(Backlog {
-                    key: group.key,
-                    group: group.seq,
-                    lag,
-                });
-                which.push(i);
-            }
-        }
-        for d in plan_drops(&open, &queue_limits(), self.now) {
-            let (g, r) = self.peers[p].reads[which[d.index]];
-            let unread = self.groups[g].buf.drop_reader(r);
-            assert_eq!(unread, Some(d.bytes), "the policy saw another lag");
-            if d.need_keyframe {
-                let (m, key) = (self.peers[p].meeting, self.groups[g].key);
-                let actions = self.meetings[m].request_keyframe(
-                    key.publisher,
-                    key.track,
-                    key.layer,
-                    self.now,
-                );
-                self.deliver(m, actions);
-            }
-        }
-        self.peers[p].since_policy = 0;
-    }
-
-    fn datagram(&mut self, p: usize, publisher: ParticipantId, track: TrackId) {
-        let (m, id) = (self.peers[p].meeting, self.peers[p].id);
-        let key = TrackKey {
-            publisher,
-            track,
-            layer: 0,
-        };
-        // The shell's `AudioRoutes::forward`: the named publisher must be the sender,
-        // then the cached route is used while its version has not moved.
-        if publisher != id {
-            self.leave(p);
-            return;
-        }
-        let fresh = self.peers[p]
-            .audio
-            .get(&track)
-            .is_some_and(|(v, at, _)| v.get() == *at);
-        if !fresh {
-            self.peers[p].audio.remove(&track);
-            let route = self.meetings[m].route(id, publisher, track, 0, Transport::Datagram);
-            if self
-                .route_checked(p, key, Transport::Datagram, route)
-                .is_none()
-            {
-                return;
-            }
-        }
-        let Some((_, _, targets)) = self.peers[p].audio.get(&track) else {
-            panic!("a fresh route vanished");
-        };
-        let mut got = targets.clone();
-        let mut want = self.models[m].receivers(id, track, 0);
-        got.sort_unstable();
-        want.sort_unstable();
-        assert_eq!(got, want, "audio went by a stale route");
-        for t in got {
-            self.peer_of(m, t);
-        }
-    }
-
-    fn tick(&mut self, by: Duration) {
-        self.now += by;
-        for g in 0..self.groups.len() {
-            let group = &mut self.groups[g];
-            if !group.closed && fanout_limits().is_idle(group.buf.last_push(), self.now) {
-                group.buf.reset(ResetCause::Idle);
-                self.close_group(g);
-            }
-        }
-        for p in 0..self.peers.len() {
-            if self.peers[p].present && !self.peers[p].reads.is_empty() {
-                self.policy(p);
-            }
-        }
-    }
-
-    /// Runs the end of a session: everyone leaves, and nothing may be left behind.
-    fn finish(&mut self) {
-        for p in 0..self.peers.len() {
-            self.leave(p);
-        }
-        self.check();
-        for (m, meeting) in self.meetings.iter().enumerate() {
-            assert!(meeting.is_empty(), "meeting {m} kept someone");
-        }
-        for (g, group) in self.groups.iter().enumerate() {
-            assert_eq!(
-                group.buf.held_bytes(),
-                0,
-                "group {g} pins bytes after everyone left"
-            );
-            assert_eq!(
-                group.buf.active_readers(),
-                0,
-                "group {g} has readers after everyone left"
-            );
-        }
     }
 }

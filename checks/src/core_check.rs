@@ -97,7 +97,7 @@ impl Harness {
             }
         }
         for p in full {
-            self.leave(p);
+            self.close(p);
         }
     }
 
@@ -156,6 +156,10 @@ impl Harness {
                         );
                         group.written[i] += 1;
                         group.written_bytes[i] += chunk.len() as u64;
+                        self.coverage.set(crate::core::Coverage {
+                            chunks: self.coverage.get().chunks + 1,
+                            ..self.coverage.get()
+                        });
                     }
                     Read::Pending => break,
                     Read::Finished => {
@@ -253,6 +257,7 @@ impl Harness {
         let model = &self.models[peer.meeting];
         let me = peer.id;
         assert_eq!(peer.view.me, Some(me));
+        self.count(|c| c.views += 1);
         let others: BTreeSet<ParticipantId> =
             model.present.iter().copied().filter(|&q| q != me).collect();
         assert_eq!(peer.view.others, others, "peer {p}'s roster is stale");

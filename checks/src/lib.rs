@@ -20,6 +20,7 @@
 
 pub mod core;
 mod core_check;
+mod core_ops;
 pub mod decode;
 pub mod seeds;
 
