@@ -64,8 +64,8 @@ for t in "${targets[@]}"; do
     failed+=("$t")
     grep -E 'panicked at|ERROR|Test unit written|artifact' "fuzz/logs/$t.log" | head -n 5 >&2 || true
   fi
-  execs=$(grep -oE 'stat::number_of_executed_units: [0-9]+' "fuzz/logs/$t.log" | awk '{print $2}' | tail -n 1)
-  rate=$(grep -oE 'stat::average_exec_per_sec: [0-9]+' "fuzz/logs/$t.log" | awk '{print $2}' | tail -n 1)
+  execs=$(grep -oE 'stat::number_of_executed_units: +[0-9]+' "fuzz/logs/$t.log" | awk '{print $2}' | tail -n 1 || true)
+  rate=$(grep -oE 'stat::average_exec_per_sec: +[0-9]+' "fuzz/logs/$t.log" | awk '{print $2}' | tail -n 1 || true)
   corpus=$(find "fuzz/corpus/$t" -type f | wc -l)
   summary+=("$(printf '%-16s %12s execs %8s/s  corpus %5s  %s' "$t" "${execs:-?}" "${rate:-?}" "$corpus" "$status")")
 done
