@@ -24,6 +24,8 @@ async fn joined_raw(
         meeting_id: meeting_id(1),
         passcode: "pw".into(),
         info: bytes::Bytes::new(),
+        credential: credential(&meeting_id(1)),
+        keys: bytes::Bytes::new(),
     };
     send.write_all(&join.to_bytes()).await.unwrap();
     // Keep the receive side alive (and drained) so the relay's writes do not fail first.
