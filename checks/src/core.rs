@@ -16,11 +16,13 @@ use std::time::{Duration, Instant};
 
 use arbitrary::{Arbitrary, Unstructured};
 use bytes::Bytes;
-use orelay_proto::{GroupHeader, ParticipantId, TrackId, TrackInfo, TrackKind};
-use orelay_relay::core::outbox::Outbox;
+use orelay_proto::{
+    GroupHeader, HostAction, ParticipantId, Recipient, Role, SharePolicy, TrackId, TrackInfo,
+    TrackKind,
+};
 use orelay_relay::core::{
-    FanoutLimits, GroupBuffer, Meeting, MeetingLimits, OpenGroups, PublishGrace, QueueLimits,
-    ReaderId, ResetCause, RouteVersion, TrackKey,
+    FanoutLimits, Grant, GroupBuffer, KindSet, Meeting, MeetingLimits, OpenGroups, PublishGrace,
+    QueueLimits, ReaderId, ResetCause, RouteVersion, TrackKey,
 };
 
 use crate::core_check::View;
@@ -29,11 +31,28 @@ use crate::core_check::View;
 /// groups modulo what exists, so almost every input means something.
 #[derive(Debug, Clone, Arbitrary)]
 pub(crate) enum Event {
-    /// A new connection joins meeting `meeting % 2`, with the right passcode or not.
-    /// A new connection joins; slow clients (one in four) read control messages only
-    /// on `Read`, the others after every event.
-    /// Mostly to the first meeting, mostly with the right passcode.
-    Join { meeting: u8, passcode: u8, slow: u8 },
+    /// A new connection joins, mostly the first meeting, mostly with the right
+    /// passcode, with any role; `wait` asks for the waiting room, `identity` names who
+    /// it is (for removals). Slow clients (one in four) read control messages only on
+    /// `Read`, the others after every event.
+    Join {
+        meeting: u8,
+        passcode: u8,
+        slow: u8,
+        role: u8,
+        wait: bool,
+        identity: u8,
+    },
+    /// A host action from `who` (refused unless it moderates).
+    Host {
+        who: u8,
+        action: u8,
+        target: u8,
+        track: u8,
+        flag: bool,
+    },
+    /// An opaque key message to everyone, or to one participant ID.
+    Key { who: u8, to: Option<u8>, len: u8 },
     /// A participant leaves (again, if it already left: must be harmless).
     Leave { who: u8 },
     /// `Publish` of any track info, valid or not.
@@ -116,9 +135,11 @@ pub(crate) struct Peer {
     pub(crate) meeting: usize,
     pub(crate) id: ParticipantId,
     pub(crate) present: bool,
+    /// In the meeting (not in the waiting room).
+    pub(crate) admitted: bool,
     /// Reads its control messages only when told to.
     pub(crate) slow: bool,
-    pub(crate) outbox: Outbox,
+    pub(crate) outbox: orelay_relay::core::outbox::Outbox,
     /// What the client learned from the messages it read.
     pub(crate) view: View,
     pub(crate) open_groups: OpenGroups,
@@ -156,6 +177,8 @@ pub(crate) struct Model {
     pub(crate) tracks: BTreeMap<(ParticipantId, TrackId), TrackInfo>,
     /// (subscriber, publisher, track) → the layer it receives.
     pub(crate) subs: BTreeMap<(ParticipantId, ParticipantId, TrackId), u8>,
+    /// Tracks a host stopped: published, but forwarded to nobody.
+    pub(crate) stopped: BTreeSet<(ParticipantId, TrackId)>,
     /// When a keyframe was last requested, per (publisher, track, layer).
     pub(crate) keyframes: BTreeMap<(ParticipantId, TrackId, u8), Instant>,
 }
@@ -172,6 +195,9 @@ impl Model {
             .tracks
             .get(&(publisher, track))
             .is_some_and(|t| !t.kind.uses_streams());
+        if self.stopped.contains(&(publisher, track)) {
+            return Vec::new();
+        }
         self.subs
             .iter()
             .filter(|((_, p, t), l)| *p == publisher && *t == track && (audio || **l == layer))
@@ -279,9 +305,10 @@ impl Harness {
     }
 
     /// A present peer picked by `who`, if any.
+    /// An admitted participant picked by `who`, if any (a waiting joiner may only leave).
     fn pick(&self, who: u8) -> Option<usize> {
         let present: Vec<usize> = (0..self.peers.len())
-            .filter(|&i| self.peers[i].present)
+            .filter(|&i| self.peers[i].present && self.peers[i].admitted)
             .collect();
         (!present.is_empty()).then(|| present[usize::from(who) % present.len()])
     }
@@ -316,7 +343,64 @@ impl Harness {
                 meeting,
                 passcode,
                 slow,
-            } => self.join(usize::from(meeting >= 192), passcode >= 240, slow >= 192),
+                role,
+                wait,
+                identity,
+            } => {
+                let roles = [Role::Host, Role::CoHost, Role::Participant, Role::Viewer];
+                let grant = Grant {
+                    identity: format!("identity {}", identity % 8),
+                    token_id: format!("token {}", self.peers.len()),
+                    role: roles[usize::from(role % 4)],
+                    publish: KindSet::ALL,
+                    passcode_required: true,
+                    waiting_room: wait,
+                };
+                self.join(
+                    usize::from(meeting >= 192),
+                    passcode >= 240,
+                    slow >= 192,
+                    grant,
+                );
+            }
+            Event::Host {
+                who,
+                action,
+                target,
+                track,
+                flag,
+            } => {
+                let Some(p) = self.pick(who) else { return };
+                let target = self.id_in(p, target);
+                let track = track_id(track);
+                let action = match action % 8 {
+                    0 => HostAction::Admit(target),
+                    1 => HostAction::AdmitAll,
+                    2 => HostAction::Deny(target),
+                    3 => HostAction::Lock(flag),
+                    4 => HostAction::Remove(target),
+                    5 => HostAction::StopTrack {
+                        participant: target,
+                        track,
+                    },
+                    6 => HostAction::ResumeTrack {
+                        participant: target,
+                        track,
+                    },
+                    _ => HostAction::SetSharePolicy(if flag {
+                        SharePolicy::HostOnly
+                    } else {
+                        SharePolicy::Anyone
+                    }),
+                };
+                self.host_action(p, action);
+            }
+            Event::Key { who, to, len } => {
+                let Some(p) = self.pick(who) else { return };
+                let to = to.map_or(Recipient::All, |n| Recipient::One(self.id_in(p, n)));
+                let blob = self.chunk(usize::from(len) + 1);
+                self.key_message(p, to, blob);
+            }
             Event::Leave { who } => {
                 // Any peer, present or not: leaving twice must be harmless.
                 if !self.peers.is_empty() {

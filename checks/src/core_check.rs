@@ -25,10 +25,13 @@ impl View {
     /// announcement twice, nothing about someone never announced.
     fn read(&mut self, msg: &ServerMessage) {
         let Some(me) = self.me else {
-            let ServerMessage::JoinResult(JoinOutcome::Admitted { participant }) = msg else {
-                panic!("the first message was {msg:?}");
-            };
-            self.me = Some(*participant);
+            match msg {
+                ServerMessage::JoinResult(JoinOutcome::Admitted { participant, .. }) => {
+                    self.me = Some(*participant);
+                }
+                ServerMessage::JoinResult(JoinOutcome::Waiting { .. }) => {}
+                other => panic!("{other:?} before admission"),
+            }
             return;
         };
         match msg {
@@ -55,7 +58,14 @@ impl View {
                     "{msg:?} unknown"
                 );
             }
-            ServerMessage::KeyframeRequest { .. } | ServerMessage::SubscriptionEnded { .. } => {}
+            ServerMessage::KeyframeRequest { .. }
+            | ServerMessage::SubscriptionEnded { .. }
+            | ServerMessage::KeyMessage { .. }
+            | ServerMessage::WaitingJoined(_)
+            | ServerMessage::WaitingLeft { .. }
+            | ServerMessage::MeetingPolicy { .. }
+            | ServerMessage::TrackStopped { .. }
+            | ServerMessage::AtRisk { .. } => {}
             other => panic!("unexpected {other:?}"),
         }
     }
@@ -65,11 +75,34 @@ impl Harness {
     /// Hands a meeting's actions to the recipients' outboxes; a full outbox closes that
     /// client (`CONTROL_BACKLOG`), as the shell does.
     pub(crate) fn deliver(&mut self, m: usize, actions: Vec<Action>) {
-        let mut full = Vec::new();
-        for Action::Send { to, msg } in actions {
-            // Only members hear anything, and only about their own meeting.
+        // A waiting joiner a host admits is a member from its `JoinResult` on.
+        for action in &actions {
+            if let Action::Send {
+                to,
+                msg: ServerMessage::JoinResult(JoinOutcome::Admitted { .. }),
+            } = action
+            {
+                let p = self.connection(m, *to);
+                if !self.peers[p].admitted {
+                    self.peers[p].admitted = true;
+                    self.models[m].present.insert(*to);
+                }
+            }
+        }
+        let mut closing = Vec::new();
+        for action in actions {
+            let (to, msg) = match action {
+                Action::Send { to, msg } => (to, msg),
+                Action::Close { to, .. } => {
+                    closing.push(self.connection(m, to));
+                    continue;
+                }
+            };
+            // Only members hear anything, and only about their own meeting; a waiting
+            // joiner hears only how its join ends.
+            let member = self.models[m].present.contains(&to);
             assert!(
-                self.models[m].present.contains(&to),
+                member || matches!(msg, ServerMessage::JoinResult(_)),
                 "{msg:?} to {to}, not a member"
             );
             match &msg {
@@ -84,21 +117,40 @@ impl Harness {
                 ServerMessage::KeyframeRequest { track, layer } => {
                     self.keyframe_asked(m, to, *track, *layer)
                 }
+                ServerMessage::TrackStopped {
+                    participant,
+                    track,
+                    stopped,
+                } => {
+                    let model = &mut self.models[m];
+                    assert!(model.tracks.contains_key(&(*participant, *track)));
+                    if *stopped {
+                        model.stopped.insert((*participant, *track));
+                    } else {
+                        model.stopped.remove(&(*participant, *track));
+                    }
+                }
                 _ => {}
             }
-            let p = self
-                .peers
-                .iter()
-                .position(|q| q.meeting == m && q.id == to && q.present);
-            let p = p.unwrap_or_else(|| panic!("{to} has no connection"));
-            let outbox = &mut self.peers[p].outbox;
-            if outbox.push(msg).is_err() {
-                full.push(p);
+            let p = self.connection(m, to);
+            if self.peers[p].outbox.push(msg).is_err() {
+                closing.push(p);
             }
         }
-        for p in full {
-            self.close(p);
+        for p in closing {
+            if self.peers[p].present {
+                self.close(p);
+            }
         }
+    }
+
+    /// The live connection of participant `id` of meeting `m`.
+    fn connection(&self, m: usize, id: ParticipantId) -> usize {
+        let p = self
+            .peers
+            .iter()
+            .position(|q| q.meeting == m && q.id == id && q.present);
+        p.unwrap_or_else(|| panic!("{id} has no connection"))
     }
 
     /// A keyframe request goes to the publisher of a stream track it has, and at most
@@ -182,7 +234,7 @@ impl Harness {
     pub(crate) fn check(&self) {
         for (m, model) in self.models.iter().enumerate() {
             assert_eq!(self.meetings[m].len(), model.present.len());
-            assert!(model.present.len() <= MAX_PARTICIPANTS);
+            assert!(self.meetings[m].len() + self.meetings[m].waiting_len() <= MAX_PARTICIPANTS);
             for (&(p, t), info) in &model.tracks {
                 assert_eq!(self.meetings[m].track(p, t), Some(info));
             }
@@ -193,6 +245,12 @@ impl Harness {
             if !peer.present {
                 assert!(peer.reads.is_empty(), "peer {p} left with reads");
                 continue;
+            }
+            let meeting = &self.meetings[peer.meeting];
+            assert_eq!(meeting.is_waiting(peer.id), !peer.admitted, "peer {p}");
+            assert_eq!(meeting.role(peer.id).is_some(), peer.admitted, "peer {p}");
+            if !peer.admitted {
+                assert!(peer.reads.is_empty(), "waiting peer {p} reads media");
             }
             assert!(peer.outbox.len() <= OUTBOX_LIMIT);
             if peer.outbox.is_empty() && peer.view.me.is_some() {
@@ -238,7 +296,10 @@ impl Harness {
                 // participant of the publisher's meeting that holds the read.
                 if reading {
                     let target = &self.peers[t];
-                    assert!(target.present, "a group still reads for peer {t}, who left");
+                    assert!(
+                        target.present && target.admitted,
+                        "a group still reads for peer {t}, who left"
+                    );
                     assert_eq!(target.meeting, self.peers[group.publisher].meeting);
                 }
             }

@@ -5,11 +5,13 @@ use std::collections::BTreeMap;
 use std::time::Duration;
 
 use bytes::Bytes;
-use orelay_proto::{GroupHeader, ParticipantId, TrackId, TrackInfo, TrackKind};
+use orelay_proto::{
+    GroupHeader, HostAction, ParticipantId, Recipient, ServerMessage, TrackId, TrackInfo, TrackKind,
+};
 use orelay_relay::core::outbox::Outbox;
 use orelay_relay::core::{
-    plan_drops, Backlog, GroupBuffer, OpenGroups, Opened, PublishGrace, ReaderId, ResetCause,
-    Route, TrackKey, Transport,
+    plan_drops, Action, Backlog, Grant, GroupBuffer, JoinRequest, OpenGroups, Opened, Placement,
+    PublishGrace, ReaderId, ResetCause, Route, TrackKey, Transport,
 };
 
 use crate::core::{
@@ -19,7 +21,7 @@ use crate::core::{
 use crate::core_check::View;
 
 impl Harness {
-    pub(crate) fn join(&mut self, meeting: usize, wrong_passcode: bool, slow: bool) {
+    pub(crate) fn join(&mut self, meeting: usize, wrong_passcode: bool, slow: bool, grant: Grant) {
         if self.peers.len() >= MAX_PEERS {
             return;
         }
@@ -29,38 +31,38 @@ impl Harness {
             PASSCODES[meeting]
         };
         let info = Bytes::from(format!("peer {}", self.peers.len()));
-        let result = self.meetings[meeting].join(passcode, info);
-        let model = &mut self.models[meeting];
-        let (id, actions) = match result {
-            Err(reason) => {
-                let want = if wrong_passcode {
-                    orelay_proto::RejectReason::BAD_PASSCODE
-                } else {
-                    orelay_proto::RejectReason::MEETING_FULL
-                };
-                assert_eq!(reason, want);
-                assert!(wrong_passcode || model.present.len() >= MAX_PARTICIPANTS);
-                return;
-            }
+        let keys = Bytes::from_static(b"opaque key bundle");
+        let req = JoinRequest {
+            passcode: passcode.to_owned(),
+            info,
+            keys,
+            grant,
+        };
+        let crowd = self.meetings[meeting].len() + self.meetings[meeting].waiting_len();
+        let (placement, actions) = match self.meetings[meeting].join(req) {
+            // Lock, removal and the limit are the core's to decide; the limit is checked.
+            Err(_) => return,
             Ok(joined) => joined,
         };
         assert!(!wrong_passcode, "admitted with a wrong passcode");
-        assert!(
-            model.present.len() < MAX_PARTICIPANTS,
-            "admitted past the limit"
-        );
+        assert!(crowd < MAX_PARTICIPANTS, "admitted past the limit");
+        let id = placement.id();
         assert!(
             self.peers
                 .iter()
                 .all(|q| q.meeting != meeting || q.id != id),
             "ID {id} reused"
         );
-        model.present.insert(id);
+        let admitted = matches!(placement, Placement::Admitted(_));
+        if admitted {
+            self.models[meeting].present.insert(id);
+        }
         self.count(|c| c.joined += 1);
         self.peers.push(Peer {
             meeting,
             id,
             present: true,
+            admitted,
             slow,
             outbox: Outbox::new(OUTBOX_LIMIT),
             view: View::default(),
@@ -71,6 +73,46 @@ impl Harness {
             since_policy: 0,
         });
         self.deliver(meeting, actions);
+    }
+
+    /// A host action; a refusal is answered (`Refused`), nothing else happens.
+    pub(crate) fn host_action(&mut self, p: usize, action: HostAction) {
+        let (m, id) = (self.peers[p].meeting, self.peers[p].id);
+        let may = self.meetings[m].role(id).is_some_and(|r| r.can_moderate());
+        match self.meetings[m].host_action(id, action) {
+            Ok(actions) => {
+                assert!(may, "{action:?} from a non-moderator");
+                self.deliver(m, actions);
+            }
+            Err(_) => {}
+        }
+    }
+
+    /// An opaque key message: only admitted members get it, never the sender, and
+    /// the very `Bytes` it sent.
+    pub(crate) fn key_message(&mut self, p: usize, to: Recipient, blob: Bytes) {
+        let (m, id) = (self.peers[p].meeting, self.peers[p].id);
+        let Ok(actions) = self.meetings[m].key_message(id, to, blob.clone()) else {
+            return;
+        };
+        let others = self.models[m].present.len() - 1;
+        assert_eq!(actions.len(), if to == Recipient::All { others } else { 1 });
+        for action in &actions {
+            let Action::Send {
+                to: r,
+                msg: ServerMessage::KeyMessage { from, blob: b, .. },
+            } = action
+            else {
+                panic!("a key message became {action:?}");
+            };
+            assert!(*from == id && *r != id && self.models[m].present.contains(r));
+            assert_eq!(
+                (b.as_ptr(), b.len()),
+                (blob.as_ptr(), blob.len()),
+                "key message copied"
+            );
+        }
+        self.deliver(m, actions);
     }
 
     /// The relay closes a participant (a session error, a full outbox).
@@ -88,7 +130,7 @@ impl Harness {
     /// The participant leaves or is closed: its groups are reset for their readers and
     /// its own readers released, as the shell's tasks do on every exit path.
     pub(crate) fn leave(&mut self, p: usize) {
-        let (m, id, was_present) = (
+        let (m, id, alive) = (
             self.peers[p].meeting,
             self.peers[p].id,
             self.peers[p].present,
@@ -104,19 +146,24 @@ impl Harness {
             self.groups[g].buf.release(r);
         }
         let actions = self.meetings[m].leave(id);
-        let model = &mut self.models[m];
-        if !was_present {
+        if !alive {
             assert!(actions.is_empty(), "a second leave told someone");
             return;
         }
-        model.present.remove(&id);
-        model.tracks.retain(|(p, _), _| *p != id);
-        model.subs.retain(|(s, p, _), _| *s != id && *p != id);
+        let model = &mut self.models[m];
+        if model.present.remove(&id) {
+            model.tracks.retain(|(p, _), _| *p != id);
+            model.subs.retain(|(s, p, _), _| *s != id && *p != id);
+            model.stopped.retain(|(p, _)| *p != id);
+        }
         self.deliver(m, actions);
     }
 
     pub(crate) fn publish(&mut self, p: usize, info: TrackInfo) {
         let (m, id) = (self.peers[p].meeting, self.peers[p].id);
+        if self.meetings[m].may_publish(id, info.kind).is_err() {
+            return; // Refused: the role or the share policy does not allow it.
+        }
         let result = self.meetings[m].publish(id, info);
         let model = &mut self.models[m];
         let mine = model.tracks.keys().filter(|(q, _)| *q == id).count();
@@ -128,6 +175,7 @@ impl Harness {
         match result {
             Ok(actions) => {
                 model.tracks.insert((id, info.track), info);
+                model.stopped.remove(&(id, info.track));
                 for layer in 0..orelay_proto::limits::MAX_LAYERS {
                     model.keyframes.remove(&(id, info.track, layer));
                 }
@@ -145,6 +193,7 @@ impl Harness {
         match result {
             Ok(actions) => {
                 model.subs.retain(|(_, q, t), _| (*q, *t) != (id, track));
+                model.stopped.remove(&(id, track));
                 self.deliver(m, actions);
             }
             Err(_) => self.close(p),

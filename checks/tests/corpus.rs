@@ -101,8 +101,8 @@ fn pseudo_random_inputs_pass_every_check() {
 fn random_event_sequences_reach_every_path_the_core_checks_guard() {
     let mut state = 0x9e37_79b9_7f4a_7c15_u64;
     let mut total = orelay_checks::core::Coverage::default();
-    for _ in 0..200 {
-        let data: Vec<u8> = (0..1024)
+    for _ in 0..1000 {
+        let data: Vec<u8> = (0..2048)
             .map(|_| {
                 state ^= state << 13;
                 state ^= state >> 7;
