@@ -8,6 +8,8 @@
 //!
 //! - [`decode`]: every decoder in `orelay_proto` and the relay's group-header splitter:
 //!   no panic, bounded buffering, chunked decoding equals whole decoding, and round trips.
+//! - [`token::join_token`]: the relay's join-token verifier on garbage and on signed
+//!   arbitrary claims.
 //! - [`core::relay_core`]: the relay's sans-IO core driven by arbitrary event sequences,
 //!   with its invariants checked after every event (see `core_check.rs`): media only to
 //!   present members of the publisher's meeting that subscribe to that layer (audio
@@ -23,15 +25,17 @@ mod core_check;
 mod core_ops;
 pub mod decode;
 pub mod seeds;
+pub mod token;
 
 /// Every fuzz target: its name (the file `fuzz/fuzz_targets/NAME.rs` and the corpus
 /// folders) and its check.
-pub const TARGETS: [(&str, fn(&[u8])); 7] = [
+pub const TARGETS: [(&str, fn(&[u8])); 8] = [
     ("client_message", decode::client_message),
     ("server_message", decode::server_message),
     ("control_decoder", decode::control_decoder),
     ("group_header", decode::group_header),
     ("object_header", decode::object_header),
     ("datagram_header", decode::datagram_header),
+    ("join_token", token::join_token),
     ("relay_core", core::relay_core),
 ];

@@ -115,6 +115,19 @@ pub fn seeds() -> Vec<Seed> {
             other => panic!("vector {name}: unknown decoder {other}"),
         }
     }
+    for (name, payload) in crate::token::seed_payloads() {
+        out.push(Seed {
+            target: "join_token",
+            name: format!("{name}-signed"),
+            data: [&[1][..], &payload].concat(),
+        });
+        let token = crate::token::signed(&payload);
+        out.push(Seed {
+            target: "join_token",
+            name,
+            data: [&[0][..], token.as_bytes()].concat(),
+        });
+    }
     for (server, stream) in streams.iter().enumerate() {
         for split in SPLITS {
             let seed = split | (server as u8) << 7;
