@@ -79,12 +79,9 @@ impl Harness {
     pub(crate) fn host_action(&mut self, p: usize, action: HostAction) {
         let (m, id) = (self.peers[p].meeting, self.peers[p].id);
         let may = self.meetings[m].role(id).is_some_and(|r| r.can_moderate());
-        match self.meetings[m].host_action(id, action) {
-            Ok(actions) => {
-                assert!(may, "{action:?} from a non-moderator");
-                self.deliver(m, actions);
-            }
-            Err(_) => {}
+        if let Ok(actions) = self.meetings[m].host_action(id, action) {
+            assert!(may, "{action:?} from a non-moderator");
+            self.deliver(m, actions);
         }
     }
 
