@@ -264,7 +264,7 @@ pub fn run(data: &[u8]) -> Coverage {
 }
 
 /// Few tracks, so that publishers, subscribers and groups meet.
-fn track_id(n: u8) -> TrackId {
+pub(crate) fn track_id(n: u8) -> TrackId {
     u64::from(n % 4)
 }
 
@@ -558,41 +558,6 @@ impl Harness {
                 self.read_control(p);
             }
         }
-    }
-
-    /// A track ID `p` does not publish yet, or one time in sixteen any (maybe a duplicate).
-    fn unused_track(&self, p: usize, n: u8) -> TrackId {
-        let (m, id) = (self.peers[p].meeting, self.peers[p].id);
-        if n >= 240 {
-            return track_id(n);
-        }
-        let used = |t: &TrackId| self.models[m].tracks.contains_key(&(id, *t));
-        (0..12)
-            .map(|k| (u64::from(n) + k) % 12)
-            .find(|t| !used(t))
-            .unwrap_or(0)
-    }
-
-    /// A track published in `p`'s meeting (by `p` itself when `own` filters), picked by
-    /// `n`, unless `raw` asks for an arbitrary one (one time in eight).
-    fn published(
-        &self,
-        p: usize,
-        own: Option<fn(&TrackInfo) -> bool>,
-        raw: u8,
-        n: u8,
-    ) -> Option<(ParticipantId, TrackInfo)> {
-        if raw >= 224 {
-            return None;
-        }
-        let (m, id) = (self.peers[p].meeting, self.peers[p].id);
-        let tracks: Vec<(ParticipantId, TrackInfo)> = self.models[m]
-            .tracks
-            .iter()
-            .filter(|((q, _), info)| own.is_none_or(|f| *q == id && f(info)))
-            .map(|(&(q, _), &info)| (q, info))
-            .collect();
-        tracks.get(usize::from(n) % tracks.len().max(1)).copied()
     }
 
     /// A group still open at its publisher (not finished, reset or ended), by `n`.

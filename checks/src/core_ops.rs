@@ -15,8 +15,8 @@ use orelay_relay::core::{
 };
 
 use crate::core::{
-    fanout_limits, queue_limits, Coverage, Group, Harness, Peer, MAX_PARTICIPANTS, MAX_PEERS,
-    OUTBOX_LIMIT, PASSCODES,
+    fanout_limits, queue_limits, track_id, Coverage, Group, Harness, Peer, MAX_PARTICIPANTS,
+    MAX_PEERS, OUTBOX_LIMIT, PASSCODES,
 };
 use crate::core_check::View;
 
@@ -523,5 +523,39 @@ impl Harness {
                 "group {g} has readers after everyone left"
             );
         }
+    }
+    /// A track ID `p` does not publish yet, or one time in sixteen any (maybe a duplicate).
+    pub(crate) fn unused_track(&self, p: usize, n: u8) -> TrackId {
+        let (m, id) = (self.peers[p].meeting, self.peers[p].id);
+        if n >= 240 {
+            return track_id(n);
+        }
+        let used = |t: &TrackId| self.models[m].tracks.contains_key(&(id, *t));
+        (0..12)
+            .map(|k| (u64::from(n) + k) % 12)
+            .find(|t| !used(t))
+            .unwrap_or(0)
+    }
+
+    /// A track published in `p`'s meeting (by `p` itself when `own` filters), picked by
+    /// `n`, unless `raw` asks for an arbitrary one (one time in eight).
+    pub(crate) fn published(
+        &self,
+        p: usize,
+        own: Option<fn(&TrackInfo) -> bool>,
+        raw: u8,
+        n: u8,
+    ) -> Option<(ParticipantId, TrackInfo)> {
+        if raw >= 224 {
+            return None;
+        }
+        let (m, id) = (self.peers[p].meeting, self.peers[p].id);
+        let tracks: Vec<(ParticipantId, TrackInfo)> = self.models[m]
+            .tracks
+            .iter()
+            .filter(|((q, _), info)| own.is_none_or(|f| *q == id && f(info)))
+            .map(|(&(q, _), &info)| (q, info))
+            .collect();
+        tracks.get(usize::from(n) % tracks.len().max(1)).copied()
     }
 }
