@@ -23,7 +23,7 @@ const FILES: [(&str, &str); 4] = [
 ];
 
 /// Field names a `DecodeError` may carry (they are `&'static str` in the error).
-const ERROR_FIELDS: [&str; 10] = [
+const ERROR_FIELDS: [&str; 20] = [
     "message",
     "meeting_id",
     "passcode",
@@ -34,6 +34,16 @@ const ERROR_FIELDS: [&str; 10] = [
     "reason",
     "join status",
     "object",
+    "credential",
+    "keys",
+    "role",
+    "host action",
+    "locked",
+    "share policy",
+    "recipient",
+    "key message",
+    "to_all",
+    "stopped",
 ];
 
 // ---------------------------------------------------------------------------
@@ -743,6 +753,7 @@ struct Seen {
     labels: BTreeSet<&'static str>,
     errors: BTreeSet<&'static str>,
     reasons: BTreeSet<u16>,
+    refusals: BTreeSet<u16>,
     client_stream: Vec<(Vec<u8>, ClientMessage)>,
     server_stream: Vec<(Vec<u8>, ServerMessage)>,
     count: usize,
@@ -775,6 +786,9 @@ fn run(vectors: Vec<Vector>) -> Seen {
                     seen.labels.insert(server_label(&m));
                     if let ServerMessage::JoinResult(JoinOutcome::Rejected { reason }) = &m {
                         seen.reasons.insert(reason.0);
+                    }
+                    if let ServerMessage::Refused { reason, .. } = &m {
+                        seen.refusals.insert(reason.0);
                     }
                     seen.server_stream.push((hex, m));
                 }
@@ -835,8 +849,24 @@ fn vectors_cover_every_variant_reason_and_error() {
         RejectReason::UNSUPPORTED_VERSION,
         RejectReason::MEETING_FULL,
         RejectReason::TOO_MANY_MEETINGS,
+        RejectReason::LOCKED,
+        RejectReason::REGION,
+        RejectReason::DENIED,
+        RejectReason::REMOVED,
+        RejectReason::TOKEN_INVALID,
+        RejectReason::TOKEN_EXPIRED,
+        RejectReason::NOT_ALLOWED,
     ] {
         assert!(seen.reasons.contains(&reason.0), "no vector for {reason}");
+    }
+    for reason in (1..=u16::MAX)
+        .map(RefuseReason)
+        .filter(|r| r.name().is_some())
+    {
+        assert!(
+            seen.refusals.contains(&reason.0),
+            "no Refused vector for {reason}"
+        );
     }
     for error in [
         "Incomplete",
