@@ -451,6 +451,8 @@ impl Session {
                 let Ok(datagram) = me.conn.read_datagram().await else {
                     return End::Lost;
                 };
+                #[cfg(feature = "test-hooks")]
+                let datagram = crate::test_hooks::media(datagram);
                 if let Err(e) = audio.forward(&me, datagram) {
                     return End::Error(e);
                 }
