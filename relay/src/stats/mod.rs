@@ -99,6 +99,8 @@ pub struct StatsSnapshot {
     pub retries_sent: u64,
     /// Joins answered `Overloaded` (over the relay's join rate).
     pub joins_overloaded: u64,
+    /// QUIC/TLS handshakes that failed (wrong ALPN, TLS failure).
+    pub handshake_failures: u64,
     /// Connections the relay closed, by close code name.
     pub closes: BTreeMap<&'static str, u64>,
 }
@@ -141,6 +143,7 @@ impl RelayStats {
             unjoined_evicted: self.unjoined_evicted.load(Relaxed),
             retries_sent: self.retries_sent.load(Relaxed),
             joins_overloaded: self.joins_overloaded.load(Relaxed),
+            handshake_failures: self.figures.handshake_failures.load(Relaxed),
             closes: self.closes.lock().map(|c| c.clone()).unwrap_or_default(),
         }
     }
