@@ -93,7 +93,9 @@ async fn ten_thousand_control_messages_in_a_burst_are_throttled() {
     assert!(s.control_throttled >= 1_000, "{s:?}");
     assert!(s.closes.is_empty(), "throttled, not closed: {:?}", s.closes);
     assert!(attacker.media().connection().close_reason().is_none());
-    peaks.stop().assert_within("control burst", 512 * 1024, RSS_BOUND_KIB);
+    peaks
+        .stop()
+        .assert_within("control burst", 512 * 1024, RSS_BOUND_KIB);
     legit.finish().await.assert_unhurt("control burst");
     relay.shutdown().await;
 }
@@ -122,7 +124,9 @@ async fn a_publisher_at_ten_times_the_rate_is_held_to_its_byte_budget() {
     for f in 0..frames {
         let mut w = media.open_group(HOSTILE.track, f, 0, 255).await.unwrap();
         let h = w.next_header(0, OBJECT * 10);
-        w.write(h, Bytes::from(vec![0xaa; OBJECT * 10])).await.unwrap();
+        w.write(h, Bytes::from(vec![0xaa; OBJECT * 10]))
+            .await
+            .unwrap();
         w.finish();
         tokio::time::sleep_until(start + Duration::from_micros(1_000_000 * (f + 1) / FPS)).await;
     }
@@ -160,8 +164,11 @@ async fn a_new_group_per_object_is_held_to_four_open_groups() {
     let mut held = std::collections::VecDeque::new();
     for g in 0..GROUPS {
         // A stream credit comes back only once the relay let go of an old group.
-        let Ok(Ok(mut w)) =
-            tokio::time::timeout(Duration::from_secs(5), media.open_group(HOSTILE.track, g, 0, 255)).await
+        let Ok(Ok(mut w)) = tokio::time::timeout(
+            Duration::from_secs(5),
+            media.open_group(HOSTILE.track, g, 0, 255),
+        )
+        .await
         else {
             break;
         };
@@ -169,7 +176,7 @@ async fn a_new_group_per_object_is_held_to_four_open_groups() {
         let _ = w.write(h, Bytes::from_static(&[1; 100])).await;
         opened += 1;
         held.push_back(w); // never finished
-        // Keep far more than the relay's four, yet give stream credit back.
+                           // Keep far more than the relay's four, yet give stream credit back.
         if held.len() > 16 {
             held.pop_front();
         }
@@ -190,14 +197,20 @@ async fn a_new_group_per_object_is_held_to_four_open_groups() {
          concurrent-group limit, {} dropped for the reader as superseded",
         s.groups_in, s.groups_limited, s.groups_dropped
     );
-    assert!(s.groups_limited + s.groups_dropped >= s.groups_in / 2, "{s:?}");
+    assert!(
+        s.groups_limited + s.groups_dropped >= s.groups_in / 2,
+        "{s:?}"
+    );
     assert!(opened == GROUPS, "{opened}");
     let p = peaks.stop();
     // Streams towards the reader (open, or waiting for the reader's stream credit) are
     // not capped by count: the reader's drop policy ends superseded groups within
     // `max_group_delay_ms`, so they are bounded by the group rate times that delay,
     // and hold no bytes beyond the publisher's budget. Stated bound: 1,024.
-    println!("group per object: peak streams towards subscribers {}", p.reads_open);
+    println!(
+        "group per object: peak streams towards subscribers {}",
+        p.reads_open
+    );
     assert!(p.reads_open <= 1_024, "{p:?}");
     p.assert_within("group per object", 256 * 1024, RSS_BOUND_KIB);
     legit.finish().await.assert_unhurt("group per object");
@@ -265,7 +278,8 @@ async fn streams_opened_and_never_finished_are_reclaimed_at_the_idle_timeout() {
             let s = stats.snapshot();
             // Stalled inside the header: idle; with a header: idle or, being a
             // newer group of the same layer, reset by the concurrent-group limit.
-            s.groups_idle >= stopped / 2 && s.groups_idle + s.groups_limited >= stopped
+            s.groups_idle >= stopped / 2
+                && s.groups_idle + s.groups_limited >= stopped
                 && s.reads_open <= 2
         })
         .await,
@@ -281,7 +295,9 @@ async fn streams_opened_and_never_finished_are_reclaimed_at_the_idle_timeout() {
         s.groups_limited
     );
     assert!(attacker.media().connection().close_reason().is_none());
-    peaks.stop().assert_within("never-finished streams", 256 * 1024, RSS_BOUND_KIB);
+    peaks
+        .stop()
+        .assert_within("never-finished streams", 256 * 1024, RSS_BOUND_KIB);
     legit.finish().await.assert_unhurt("never-finished streams");
     relay.shutdown().await;
 }
@@ -325,7 +341,10 @@ async fn streams_reset_right_after_opening_in_both_directions_leave_nothing_behi
         }
         w.reset();
     }
-    let cancelled = tokio::time::timeout(GENEROUS, cancelled).await.unwrap().unwrap();
+    let cancelled = tokio::time::timeout(GENEROUS, cancelled)
+        .await
+        .unwrap()
+        .unwrap();
     let stats = relay.stats.clone();
     assert!(
         eventually(GENEROUS, || {
@@ -347,7 +366,9 @@ async fn streams_reset_right_after_opening_in_both_directions_leave_nothing_behi
         s.groups_out
     );
     assert!(s.closes.is_empty(), "{:?}", s.closes);
-    peaks.stop().assert_within("resets", 256 * 1024, RSS_BOUND_KIB);
+    peaks
+        .stop()
+        .assert_within("resets", 256 * 1024, RSS_BOUND_KIB);
     legit.finish().await.assert_unhurt("resets");
     relay.shutdown().await;
 }
@@ -393,10 +414,15 @@ async fn a_subscriber_to_everything_that_never_reads_loses_groups_alone() {
          closes {:?}",
         s.groups_dropped, s.bytes_dropped, s.datagrams_dropped, s.closes
     );
-    peaks
-        .stop()
-        .assert_within("never-reading subscriber", (QUEUE + 3 * 64 * 1024) as i64, RSS_BOUND_KIB);
-    legit.finish().await.assert_unhurt("never-reading subscriber");
+    peaks.stop().assert_within(
+        "never-reading subscriber",
+        (QUEUE + 3 * 64 * 1024) as i64,
+        RSS_BOUND_KIB,
+    );
+    legit
+        .finish()
+        .await
+        .assert_unhurt("never-reading subscriber");
     drop(hog);
     relay.shutdown().await;
 }

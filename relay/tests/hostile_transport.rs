@@ -74,7 +74,9 @@ async fn random_bytes_at_the_udp_port_are_dropped_without_a_trace() {
     assert_eq!(after.connections_accepted, before.connections_accepted);
     assert_eq!(after.connections_active, 2);
     assert!(after.closes.is_empty(), "{:?}", after.closes);
-    peaks.stop().assert_within("random bytes", QUEUED_BOUND, RSS_BOUND_KIB);
+    peaks
+        .stop()
+        .assert_within("random bytes", QUEUED_BOUND, RSS_BOUND_KIB);
     legit.finish().await.assert_unhurt("random bytes");
     relay.shutdown().await;
 }
@@ -111,9 +113,7 @@ impl rustls::client::danger::ServerCertVerifier for AnyCert {
         Ok(rustls::client::danger::HandshakeSignatureValid::assertion())
     }
     fn supported_verify_schemes(&self) -> Vec<rustls::SignatureScheme> {
-        self.0
-            .signature_verification_algorithms
-            .supported_schemes()
+        self.0.signature_verification_algorithms.supported_schemes()
     }
 }
 
@@ -155,8 +155,13 @@ async fn quic_with_the_wrong_alpn_fails_its_handshake_and_is_counted() {
          handshake failures counted {}, connections active {}",
         s.handshake_failures, s.connections_active
     );
-    assert_eq!(s.connections_active, 2, "only the legitimate meeting is connected");
-    peaks.stop().assert_within("wrong ALPN", QUEUED_BOUND, RSS_BOUND_KIB);
+    assert_eq!(
+        s.connections_active, 2,
+        "only the legitimate meeting is connected"
+    );
+    peaks
+        .stop()
+        .assert_within("wrong ALPN", QUEUED_BOUND, RSS_BOUND_KIB);
     legit.finish().await.assert_unhurt("wrong ALPN");
     relay.shutdown().await;
 }
@@ -240,8 +245,13 @@ async fn a_join_trickled_a_byte_at_a_time_gets_in_only_within_the_join_deadline(
     );
     assert_eq!(s.closes.len(), 1, "{s:?}");
     assert_eq!(s.closes.get("JOIN_TIMEOUT"), Some(&(SLOW as u64)), "{s:?}");
-    assert_eq!(s.joins_admitted, 3, "the legitimate pair and the honest trickle");
-    peaks.stop().assert_within("trickled join", QUEUED_BOUND, RSS_BOUND_KIB);
+    assert_eq!(
+        s.joins_admitted, 3,
+        "the legitimate pair and the honest trickle"
+    );
+    peaks
+        .stop()
+        .assert_within("trickled join", QUEUED_BOUND, RSS_BOUND_KIB);
     legit.finish().await.assert_unhurt("trickled join");
     drop(honest);
     relay.shutdown().await;
@@ -265,17 +275,27 @@ async fn a_4_gib_length_prefix_is_refused_before_any_allocation() {
         let (mut send, _recv) = conn.open_bi().await.unwrap();
         let _ = send.write_all(&huge(0x01)).await;
         let code = close_code(&conn).await;
-        assert_eq!(code, Some(ErrorCode::MESSAGE_TOO_LARGE.0.into()), "round {round}");
+        assert_eq!(
+            code,
+            Some(ErrorCode::MESSAGE_TOO_LARGE.0.into()),
+            "round {round}"
+        );
         // ...and after joining (a Publish claiming 4 GiB).
         let (conn, mut send) = joined_raw(&client, relay.addr, 2).await;
         let _ = send.write_all(&huge(0x02)).await;
         let code = close_code(&conn).await;
-        assert_eq!(code, Some(ErrorCode::MESSAGE_TOO_LARGE.0.into()), "round {round}");
+        assert_eq!(
+            code,
+            Some(ErrorCode::MESSAGE_TOO_LARGE.0.into()),
+            "round {round}"
+        );
     }
     let s = relay.stats.snapshot();
     println!("4 GiB prefix: closes {:?}", s.closes);
     assert_eq!(s.closes.get("MESSAGE_TOO_LARGE"), Some(&(2 * EACH as u64)));
-    peaks.stop().assert_within("4 GiB prefix", QUEUED_BOUND, RSS_BOUND_KIB);
+    peaks
+        .stop()
+        .assert_within("4 GiB prefix", QUEUED_BOUND, RSS_BOUND_KIB);
     legit.finish().await.assert_unhurt("4 GiB prefix");
     relay.shutdown().await;
 }
@@ -292,7 +312,10 @@ async fn join_and_leave_in_a_tight_loop_is_rate_limited_and_leaves_nothing_behin
     let (mut admitted, mut overloaded) = (0u64, 0u64);
     for i in 0..CYCLES {
         // Into the legitimate meeting, so its viewer sees every join and leave.
-        match client.join(relay.addr, &meeting_id(1), "pw", &i.to_be_bytes()).await {
+        match client
+            .join(relay.addr, &meeting_id(1), "pw", &i.to_be_bytes())
+            .await
+        {
             Ok(s) => {
                 admitted += 1;
                 s.leave().await.unwrap();
@@ -322,7 +345,9 @@ async fn join_and_leave_in_a_tight_loop_is_rate_limited_and_leaves_nothing_behin
     assert_eq!(s.joins_overloaded, overloaded);
     assert_eq!(s.joins_admitted, admitted + 2);
     assert!(s.closes.is_empty(), "{:?}", s.closes);
-    peaks.stop().assert_within("join/leave loop", QUEUED_BOUND, RSS_BOUND_KIB);
+    peaks
+        .stop()
+        .assert_within("join/leave loop", QUEUED_BOUND, RSS_BOUND_KIB);
     legit.finish().await.assert_unhurt("join/leave loop");
     relay.shutdown().await;
 }

@@ -45,7 +45,11 @@ async fn across(
         Some(&lab.ns),
     );
     let (front, impair) = lab.front(relay.addr).await;
-    let bind = if impair.is_some() { "127.0.0.1:0" } else { "0.0.0.0:0" };
+    let bind = if impair.is_some() {
+        "127.0.0.1:0"
+    } else {
+        "0.0.0.0:0"
+    };
     let client = relay.client(bind.parse().unwrap());
     let legit = Legit::start(&client, front, 1).await;
     let (publisher, viewer) = (
@@ -60,18 +64,34 @@ async fn across(
     lab.set(impair.as_ref(), Fault::default());
     tokio::time::sleep(after).await;
     // Connections survive the fault (checked before the meeting ends).
-    assert!(publisher.close_reason().is_none(), "{name}: {:?}", publisher.close_reason());
-    assert!(viewer.close_reason().is_none(), "{name}: {:?}", viewer.close_reason());
+    assert!(
+        publisher.close_reason().is_none(),
+        "{name}: {:?}",
+        publisher.close_reason()
+    );
+    assert!(
+        viewer.close_reason().is_none(),
+        "{name}: {:?}",
+        viewer.close_reason()
+    );
     let m = relay.scrape().await;
     assert_eq!(m["orelay_connections_active"], 2.0, "{name}");
-    assert_eq!(m.get("orelay_closes_total").copied().unwrap_or(0.0), 0.0, "{name}");
+    assert_eq!(
+        m.get("orelay_closes_total").copied().unwrap_or(0.0),
+        0.0,
+        "{name}"
+    );
     let delivery = legit.finish().await;
     println!(
         "{name} ({:?}): {delivery}; relay: {} groups dropped, {} lost of {} packets sent",
         lab.mode,
         m.get("orelay_groups_dropped_total").copied().unwrap_or(0.0),
-        m.get("orelay_quic_lost_packets_total").copied().unwrap_or(0.0),
-        m.get("orelay_quic_sent_packets_total").copied().unwrap_or(0.0),
+        m.get("orelay_quic_lost_packets_total")
+            .copied()
+            .unwrap_or(0.0),
+        m.get("orelay_quic_sent_packets_total")
+            .copied()
+            .unwrap_or(0.0),
     );
     // Every group arrived whole or was skipped cleanly, and every group received
     // opened with its keyframe: after a skip, the picture recovers at the next group.
@@ -170,7 +190,10 @@ async fn a_two_second_blackout() {
         d.max_gap,
         blackout + STALL_BEYOND_BLACKOUT
     );
-    assert!(d.max_gap >= blackout - Duration::from_millis(300), "the blackout applied: {d}");
+    assert!(
+        d.max_gap >= blackout - Duration::from_millis(300),
+        "the blackout applied: {d}"
+    );
     assert!(d.max_gap <= blackout + STALL_BEYOND_BLACKOUT, "{d}");
     // Media flows again after it: most groups of the clean tail arrived whole.
     assert!(d.groups_complete * 10 >= d.groups_sent * 6, "{d}");

@@ -109,8 +109,7 @@ async fn live(relay: &RelayProcess, seed: u64, tally: &Arc<Tally>) {
             .receive_window((64u32 * 1024).into())
             .stream_receive_window((16u32 * 1024).into());
         let pin = orelay_client::parse_fingerprint(&relay.fingerprint).unwrap();
-        orelay_client::Client::with_transport("127.0.0.1:0".parse().unwrap(), pin, narrow)
-            .unwrap()
+        orelay_client::Client::with_transport("127.0.0.1:0".parse().unwrap(), pin, narrow).unwrap()
     } else {
         relay.client("127.0.0.1:0".parse().unwrap())
     };
@@ -119,7 +118,10 @@ async fn live(relay: &RelayProcess, seed: u64, tally: &Arc<Tally>) {
         return;
     };
     tally.joins.fetch_add(1, Relaxed);
-    let (on, stop) = (Arc::new(AtomicBool::new(false)), Arc::new(AtomicBool::new(false)));
+    let (on, stop) = (
+        Arc::new(AtomicBool::new(false)),
+        Arc::new(AtomicBool::new(false)),
+    );
     if rng.below(3) > 0 {
         s.publish(VIDEO).await.unwrap();
         s.publish(AUDIO).await.unwrap();
@@ -195,7 +197,14 @@ async fn churn_leaves_memory_flat_and_gauges_at_zero() {
         .and_then(|s| s.parse().ok())
         .unwrap_or(120);
     let relay = RelayProcess::spawn(
-        &["--listen", "127.0.0.1:0", "--metrics-addr", "127.0.0.1:0", "--idle-timeout-ms", IDLE_MS],
+        &[
+            "--listen",
+            "127.0.0.1:0",
+            "--metrics-addr",
+            "127.0.0.1:0",
+            "--idle-timeout-ms",
+            IDLE_MS,
+        ],
         None,
     );
     let started = Instant::now();
@@ -279,7 +288,10 @@ async fn churn_leaves_memory_flat_and_gauges_at_zero() {
     assert!(tally.vanished.load(Relaxed) > 0 && tally.slow.load(Relaxed) > 0);
     assert!(tally.objects_in.load(Relaxed) > 0);
     assert!(rss_warm > 0, "the run ended before warm-up did");
-    assert!(rss_peak - rss_warm <= RSS_GROWTH_BOUND_KIB, "RSS grew from {rss_warm} to {rss_peak} KiB");
+    assert!(
+        rss_peak - rss_warm <= RSS_GROWTH_BOUND_KIB,
+        "RSS grew from {rss_warm} to {rss_peak} KiB"
+    );
     let errors = relay.error_lines();
     assert!(errors.is_empty(), "error-level log lines: {errors:?}");
 }

@@ -111,7 +111,11 @@ async fn forward(front: Arc<UdpSocket>, upstream: SocketAddr, state: Arc<Mutex<S
         let back = match backs.get(&from) {
             Some(b) => b.clone(),
             None => {
-                let bind = if upstream.is_ipv4() { "0.0.0.0:0" } else { "[::]:0" };
+                let bind = if upstream.is_ipv4() {
+                    "0.0.0.0:0"
+                } else {
+                    "[::]:0"
+                };
                 let back = Arc::new(UdpSocket::bind(bind).await.unwrap());
                 backs.insert(from, back.clone());
                 let (front, back2, state) = (front.clone(), back.clone(), state.clone());

@@ -196,7 +196,8 @@ impl Legit {
         let s = self.seen.lock().unwrap();
         let mut lat = s.latencies_us.clone();
         lat.sort_unstable();
-        let at = |q: usize| Duration::from_micros(lat.get(lat.len() * q / 100).copied().unwrap_or(0));
+        let at =
+            |q: usize| Duration::from_micros(lat.get(lat.len() * q / 100).copied().unwrap_or(0));
         Delivery {
             video_sent,
             video_received: lat.len() as u64,
@@ -285,7 +286,11 @@ fn spawn_viewer(viewer: &Session, epoch: Instant, seen: Arc<Mutex<Seen>>) {
 }
 
 /// Sends paced frames until told to stop; returns (objects, groups, audio) sent.
-async fn send(media: orelay_client::Media, epoch: Instant, stop: Arc<AtomicBool>) -> (u64, u64, u64) {
+async fn send(
+    media: orelay_client::Media,
+    epoch: Instant,
+    stop: Arc<AtomicBool>,
+) -> (u64, u64, u64) {
     let started = Instant::now();
     let (mut objects, mut groups, mut audio) = (0, 0, 0);
     let mut writer = None;
@@ -298,7 +303,10 @@ async fn send(media: orelay_client::Media, epoch: Instant, stop: Arc<AtomicBool>
             if stop.load(Relaxed) {
                 break;
             }
-            let Ok(w) = media.open_group(VIDEO.track, group, 0, VIDEO.priority).await else {
+            let Ok(w) = media
+                .open_group(VIDEO.track, group, 0, VIDEO.priority)
+                .await
+            else {
                 break;
             };
             writer = Some(w);

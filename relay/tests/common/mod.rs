@@ -205,8 +205,12 @@ impl Peaks {
         let (queued, reads, rss) = (Arc::default(), Arc::default(), Arc::default());
         let rss_before = rss_kib();
         let task = tokio::spawn({
-            let (stats, queued, reads, rss): (_, Arc<AtomicI64>, Arc<AtomicI64>, Arc<AtomicI64>) =
-                (stats.clone(), Arc::clone(&queued), Arc::clone(&reads), Arc::clone(&rss));
+            let (stats, queued, reads, rss): (_, Arc<AtomicI64>, Arc<AtomicI64>, Arc<AtomicI64>) = (
+                stats.clone(),
+                Arc::clone(&queued),
+                Arc::clone(&reads),
+                Arc::clone(&rss),
+            );
             async move {
                 loop {
                     let s = stats.snapshot();

@@ -81,17 +81,44 @@ impl NetLab {
             relay_ip: IpAddr::V4(relay_ip),
             mode: Mode::Forwarder,
         };
-        let ok = run(IP, &["link", "add", &host_if, "type", "veth", "peer", "name", &ns_if, "netns", &ns])
-            && run(IP, &["addr", "add", &format!("{host_ip}/30"), "dev", &host_if])
-            && run(IP, &["link", "set", &host_if, "up"])
-            && run(IP, &["-n", &ns, "addr", "add", &format!("{relay_ip}/30"), "dev", &ns_if])
+        let ok = run(
+            IP,
+            &[
+                "link", "add", &host_if, "type", "veth", "peer", "name", &ns_if, "netns", &ns,
+            ],
+        ) && run(
+            IP,
+            &["addr", "add", &format!("{host_ip}/30"), "dev", &host_if],
+        ) && run(IP, &["link", "set", &host_if, "up"])
+            && run(
+                IP,
+                &[
+                    "-n",
+                    &ns,
+                    "addr",
+                    "add",
+                    &format!("{relay_ip}/30"),
+                    "dev",
+                    &ns_if,
+                ],
+            )
             && run(IP, &["-n", &ns, "link", "set", &ns_if, "up"])
             && run(IP, &["-n", &ns, "link", "set", "lo", "up"]);
         if !ok {
             return Err("could not set up the veth pair".into());
         }
-        let netem = run(TC, &["qdisc", "add", "dev", &host_if, "root", "netem", "delay", "0ms"])
-            && run(IP, &["netns", "exec", &ns, TC, "qdisc", "add", "dev", &ns_if, "root", "netem", "delay", "0ms"]);
+        let netem = run(
+            TC,
+            &[
+                "qdisc", "add", "dev", &host_if, "root", "netem", "delay", "0ms",
+            ],
+        ) && run(
+            IP,
+            &[
+                "netns", "exec", &ns, TC, "qdisc", "add", "dev", &ns_if, "root", "netem", "delay",
+                "0ms",
+            ],
+        );
         if netem {
             lab.mode = Mode::Netem;
         }
@@ -120,14 +147,27 @@ impl NetLab {
     /// Applies `fault` on both directions of the path (through `impair` in forwarder mode).
     pub fn set(&self, impair: Option<&Impair>, fault: Fault) {
         match self.mode {
-            Mode::Forwarder => impair.expect("forwarder mode needs the forwarder").set(fault),
+            Mode::Forwarder => impair
+                .expect("forwarder mode needs the forwarder")
+                .set(fault),
             Mode::Netem => {
                 let args = Self::netem_args(fault);
                 let args: Vec<&str> = args.iter().map(String::as_str).collect();
                 let mut host = vec!["qdisc", "change", "dev", &self.host_if, "root", "netem"];
                 host.extend(&args);
                 assert!(run(TC, &host), "tc {host:?}");
-                let mut inner = vec!["netns", "exec", &self.ns, TC, "qdisc", "change", "dev", &self.ns_if, "root", "netem"];
+                let mut inner = vec![
+                    "netns",
+                    "exec",
+                    &self.ns,
+                    TC,
+                    "qdisc",
+                    "change",
+                    "dev",
+                    &self.ns_if,
+                    "root",
+                    "netem",
+                ];
                 inner.extend(&args);
                 assert!(run(IP, &inner), "ip {inner:?}");
             }
