@@ -14,6 +14,8 @@ fn control(c: &mut Criterion) {
         meeting_id: "84512937711".into(),
         passcode: "correct horse battery".into(),
         info: Bytes::from_static(&[0x5a; 64]),
+        credential: orelay_proto::Credential::None,
+        keys: Bytes::new(),
     };
     let published = ServerMessage::TrackPublished {
         participant: 42,

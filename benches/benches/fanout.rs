@@ -82,13 +82,19 @@ struct ThroughRelay {
 
 impl ThroughRelay {
     async fn new() -> Self {
-        let config = Config {
+        let mut config = Config {
             listen: SocketAddr::from(([127, 0, 0, 1], 0)),
             ..Config::default()
         };
+        let issuer = std::sync::Arc::new(orelay_relay::tools::LocalIssuer::generate().unwrap());
+        issuer.configure(&mut config);
         let relay = orelay_relay::Relay::bind(config).unwrap().spawn().unwrap();
         let pin = orelay_client::parse_fingerprint(&relay.fingerprint).unwrap();
-        let client = Client::new(SocketAddr::from(([127, 0, 0, 1], 0)), pin).unwrap();
+        let client = Client::new(SocketAddr::from(([127, 0, 0, 1], 0)), pin)
+            .unwrap()
+            .with_credentials(std::sync::Arc::new(move |m: &str| {
+                issuer.host_credential(m)
+            }));
         let mut publisher = client
             .join(relay.addr, "bench-meeting-1", "pw", b"p")
             .await

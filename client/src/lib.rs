@@ -14,8 +14,8 @@ use std::time::Duration;
 
 use orelay_proto::control::{ControlMessage, JoinOutcome};
 use orelay_proto::{
-    ClientMessage, ControlDecoder, DecodeError, ErrorCode, ParticipantId, RejectReason,
-    ServerMessage, TrackId, TrackInfo, PROTOCOL_VERSION,
+    ClientMessage, ControlDecoder, Credential, DecodeError, ErrorCode, ParticipantId, RejectReason,
+    Role, ServerMessage, TrackId, TrackInfo, PROTOCOL_VERSION,
 };
 use tokio::sync::mpsc;
 
@@ -44,6 +44,12 @@ pub enum ClientError {
         /// Suggested back-off.
         retry_after_ms: u64,
     },
+    /// Too many join attempts from this address or on this meeting.
+    #[error("join attempts throttled, retry after {retry_after_ms} ms")]
+    Throttled {
+        /// Required back-off (it grows with further failed attempts).
+        retry_after_ms: u64,
+    },
     /// The relay sent bytes that do not decode.
     #[error("protocol: {0}")]
     Protocol(#[from] DecodeError),
@@ -67,10 +73,39 @@ pub enum ClientError {
     Tls(String),
 }
 
+/// Gives the credential for a join to a meeting (for example by asking the operator's
+/// meeting service for a signed token).
+pub type CredentialSource = Arc<dyn Fn(&str) -> Credential + Send + Sync>;
+
 /// A QUIC client endpoint that trusts one relay certificate by its SHA-256 fingerprint.
-#[derive(Debug, Clone)]
+#[derive(Clone)]
 pub struct Client {
     endpoint: quinn::Endpoint,
+    credentials: Option<CredentialSource>,
+}
+
+impl std::fmt::Debug for Client {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("Client")
+            .field("endpoint", &self.endpoint)
+            .field("credentials", &self.credentials.is_some())
+            .finish()
+    }
+}
+
+/// Everything a join carries.
+#[derive(Debug, Clone, Default)]
+pub struct JoinRequest {
+    /// The meeting.
+    pub meeting_id: String,
+    /// Its passcode, if it has one.
+    pub passcode: String,
+    /// Opaque info for the others (for example a sealed display name).
+    pub info: Vec<u8>,
+    /// A signed token or, in open mode, the host secret.
+    pub credential: Credential,
+    /// Opaque public-key bundle for end-to-end encryption.
+    pub keys: bytes::Bytes,
 }
 
 /// Transport settings for client connections: room for many concurrent group streams.
@@ -105,7 +140,16 @@ impl Client {
         let mut config = quinn::ClientConfig::new(Arc::new(crypto));
         config.transport_config(Arc::new(transport));
         endpoint.set_default_client_config(config);
-        Ok(Client { endpoint })
+        Ok(Client {
+            endpoint,
+            credentials: None,
+        })
+    }
+
+    /// Uses `source` for the credential of every [`Client::join`].
+    pub fn with_credentials(mut self, source: CredentialSource) -> Client {
+        self.credentials = Some(source);
+        self
     }
 
     /// Opens a connection to a relay.
@@ -113,7 +157,9 @@ impl Client {
         Ok(self.endpoint.connect(relay, "localhost")?.await?)
     }
 
-    /// Connects and joins a meeting in one step.
+    /// Connects and joins a meeting in one step, with the credential from this
+    /// client's [`CredentialSource`] (none without one). Waits in the waiting room if
+    /// the relay puts it there.
     pub async fn join(
         &self,
         relay: SocketAddr,
@@ -121,8 +167,27 @@ impl Client {
         passcode: &str,
         info: &[u8],
     ) -> Result<Session, ClientError> {
+        let request = JoinRequest {
+            meeting_id: meeting_id.to_owned(),
+            passcode: passcode.to_owned(),
+            info: info.to_vec(),
+            credential: self
+                .credentials
+                .as_ref()
+                .map_or(Credential::None, |source| source(meeting_id)),
+            keys: bytes::Bytes::new(),
+        };
+        self.join_with(relay, &request).await
+    }
+
+    /// Connects and joins with an explicit request.
+    pub async fn join_with(
+        &self,
+        relay: SocketAddr,
+        request: &JoinRequest,
+    ) -> Result<Session, ClientError> {
         let conn = self.connect(relay).await?;
-        Session::join(conn, meeting_id, passcode, info).await
+        Session::join_with(conn, request).await
     }
 
     /// Waits for every connection of this endpoint to close (after they were closed).
@@ -135,53 +200,103 @@ impl Client {
 #[derive(Debug)]
 pub struct Session {
     participant: ParticipantId,
+    role: Role,
+    waited: bool,
     send: quinn::SendStream,
     events: mpsc::Receiver<Result<ServerMessage, ClientError>>,
     media: Media,
 }
 
 impl Session {
-    /// Opens the control stream on `conn` and joins. On rejection the connection is closed.
+    /// Opens the control stream on `conn` and joins with no credential (open mode).
+    /// On rejection the connection is closed.
     pub async fn join(
         conn: quinn::Connection,
         meeting_id: &str,
         passcode: &str,
         info: &[u8],
     ) -> Result<Session, ClientError> {
+        let request = JoinRequest {
+            meeting_id: meeting_id.to_owned(),
+            passcode: passcode.to_owned(),
+            info: info.to_vec(),
+            ..JoinRequest::default()
+        };
+        Session::join_with(conn, &request).await
+    }
+
+    /// Opens the control stream on `conn` and joins. If the relay puts it in the
+    /// waiting room, waits until a host admits it (or denies it: `Rejected(DENIED)`).
+    /// On rejection the connection is closed.
+    pub async fn join_with(
+        conn: quinn::Connection,
+        request: &JoinRequest,
+    ) -> Result<Session, ClientError> {
         let (mut send, recv) = conn.open_bi().await?;
         let join = ClientMessage::Join {
             version: PROTOCOL_VERSION,
-            meeting_id: meeting_id.to_owned(),
-            passcode: passcode.to_owned(),
-            info: bytes::Bytes::copy_from_slice(info),
+            meeting_id: request.meeting_id.clone(),
+            passcode: request.passcode.clone(),
+            info: bytes::Bytes::copy_from_slice(&request.info),
+            credential: request.credential.clone(),
+            keys: request.keys.clone(),
         };
         send.write_all(&join.to_bytes()).await?;
         let (tx, mut events) = mpsc::channel(4096);
         tokio::spawn(read_control(recv, tx));
-        let first = events.recv().await.ok_or(ClientError::Unexpected(
-            "control stream closed before JoinResult",
-        ));
-        let outcome = match first {
-            Ok(Ok(ServerMessage::JoinResult(outcome))) => outcome,
-            Ok(Ok(_)) => return Err(ClientError::Unexpected("first message was not JoinResult")),
-            Ok(Err(e)) | Err(e) => return Err(e),
-        };
-        match outcome {
-            JoinOutcome::Admitted { participant } => Ok(Session {
-                participant,
-                send,
-                events,
-                media: Media::new(conn, participant),
-            }),
-            JoinOutcome::Rejected { reason } => {
-                conn.close(ErrorCode::NO_ERROR.0.into(), b"rejected");
-                Err(ClientError::Rejected(reason))
-            }
-            JoinOutcome::Overloaded { retry_after_ms } => {
-                conn.close(ErrorCode::NO_ERROR.0.into(), b"overloaded");
-                Err(ClientError::Overloaded { retry_after_ms })
+        let mut waited = false;
+        loop {
+            let first = events.recv().await;
+            let outcome = match first {
+                Some(Ok(ServerMessage::JoinResult(outcome))) => outcome,
+                Some(Ok(_)) => {
+                    return Err(ClientError::Unexpected("first message was not JoinResult"))
+                }
+                Some(Err(e)) => return Err(closed_while_joining(&conn, e)),
+                None => {
+                    return Err(closed_while_joining(
+                        &conn,
+                        ClientError::Unexpected("control stream closed before JoinResult"),
+                    ))
+                }
+            };
+            let give_up = |why: &'static [u8], err| {
+                conn.close(ErrorCode::NO_ERROR.0.into(), why);
+                Err(err)
+            };
+            match outcome {
+                JoinOutcome::Admitted { participant, role } => {
+                    return Ok(Session {
+                        participant,
+                        role,
+                        waited,
+                        send,
+                        events,
+                        media: Media::new(conn, participant),
+                    })
+                }
+                JoinOutcome::Waiting { .. } => waited = true,
+                JoinOutcome::Rejected { reason } => {
+                    return give_up(b"rejected", ClientError::Rejected(reason))
+                }
+                JoinOutcome::Overloaded { retry_after_ms } => {
+                    return give_up(b"overloaded", ClientError::Overloaded { retry_after_ms })
+                }
+                JoinOutcome::Throttled { retry_after_ms } => {
+                    return give_up(b"throttled", ClientError::Throttled { retry_after_ms })
+                }
             }
         }
+    }
+
+    /// This participant's role.
+    pub fn role(&self) -> Role {
+        self.role
+    }
+
+    /// Whether it waited in the waiting room before it was admitted.
+    pub fn waited(&self) -> bool {
+        self.waited
     }
 
     /// This participant's ID in the meeting.
@@ -274,4 +389,17 @@ async fn read_control(
             }
         }
     }
+}
+
+/// The error for a connection that ended while joining: a host's denial or removal
+/// (close codes `DENIED`, `REMOVED`) becomes the matching rejection.
+fn closed_while_joining(conn: &quinn::Connection, err: ClientError) -> ClientError {
+    if let Some(quinn::ConnectionError::ApplicationClosed(close)) = conn.close_reason() {
+        match ErrorCode::from_quic(close.error_code.into_inner()) {
+            ErrorCode::DENIED => return ClientError::Rejected(RejectReason::DENIED),
+            ErrorCode::REMOVED => return ClientError::Rejected(RejectReason::REMOVED),
+            _ => {}
+        }
+    }
+    err
 }

@@ -19,6 +19,8 @@ use std::time::{Duration, Instant};
 
 use anyhow::Context;
 use orelay_client::Client;
+use orelay_proto::{Credential, Role};
+pub use orelay_relay::tools::LocalIssuer;
 
 pub use report::Report;
 pub use scenario::Scenario;
@@ -34,7 +36,40 @@ pub enum Target {
         addr: SocketAddr,
         /// Its certificate fingerprint.
         fingerprint: [u8; 32],
+        /// How participants are admitted there.
+        admission: Admission,
     },
+}
+
+/// How loadgen's participants get into an external relay's meetings.
+#[derive(Debug, Clone)]
+pub enum Admission {
+    /// Tokens signed with this key (the relay must list its public key): each meeting's
+    /// first participant is its host, the others participants; every token requires
+    /// the meeting passcode.
+    Tokens(Arc<LocalIssuer>),
+    /// An open-mode relay: every participant presents the host secret (which is what
+    /// may create a meeting there, whoever joins first).
+    HostSecret(String),
+}
+
+impl Admission {
+    fn credential(&self, meeting_id: &str, passcode: &str, index: usize) -> Credential {
+        match self {
+            Admission::Tokens(issuer) => {
+                let role = if index == 0 {
+                    Role::Host
+                } else {
+                    Role::Participant
+                };
+                let identity = format!("loadgen-{index}");
+                issuer
+                    .token(meeting_id, &identity, role, Some(passcode), 86_400)
+                    .map_or(Credential::None, Credential::Token)
+            }
+            Admission::HostSecret(secret) => Credential::HostSecret(secret.clone()),
+        }
+    }
 }
 
 /// Runs a scenario to completion and reports what participants experienced.
@@ -56,23 +91,30 @@ pub async fn run_observed(
     mut progress: impl FnMut(&str),
 ) -> anyhow::Result<Report> {
     scenario.validate()?;
-    let (relay, addr, fingerprint) = match target {
+    let (relay, addr, fingerprint, admission) = match target {
         Target::InProcess => {
-            let config = orelay_relay::Config {
+            let mut config = orelay_relay::Config {
                 listen: SocketAddr::from(([127, 0, 0, 1], 0)),
                 max_connections: scenario.total_participants() + 64,
                 max_unjoined: scenario.total_participants().min(10_000) + 64,
                 ..orelay_relay::Config::default()
             };
+            // Loadgen plays the meeting service too: it mints its own join tokens.
+            let issuer = Arc::new(LocalIssuer::generate()?);
+            issuer.configure(&mut config);
             let relay = orelay_relay::Relay::bind(config)
                 .context("starting the in-process relay")?
                 .spawn()?;
             let pin = orelay_client::parse_fingerprint(&relay.fingerprint)
                 .context("relay fingerprint")?;
             let addr = relay.addr;
-            (Some(relay), addr, pin)
+            (Some(relay), addr, pin, Admission::Tokens(issuer))
         }
-        Target::External { addr, fingerprint } => (None, addr, fingerprint),
+        Target::External {
+            addr,
+            fingerprint,
+            admission,
+        } => (None, addr, fingerprint, admission),
     };
     let bind = if addr.is_ipv6() {
         SocketAddr::from(([0u16; 8], 0))
@@ -103,11 +145,13 @@ pub async fn run_observed(
         let meeting_id = scenario.meeting_id(m, run_tag);
         for p in 0..scenario.participants {
             let n = m * scenario.participants + p;
+            let passcode = scenario.passcode(m);
             let plan = participant::Plan {
                 scenario: scenario.clone(),
                 relay: addr,
+                credential: admission.credential(&meeting_id, &passcode, p),
                 meeting_id: meeting_id.clone(),
-                passcode: scenario.passcode(m),
+                passcode,
                 key: key.clone(),
                 join_at: start + scenario.join_window.mul_f64(n as f64 / total as f64),
                 media_until,

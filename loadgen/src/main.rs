@@ -5,7 +5,9 @@ use std::time::Duration;
 
 use anyhow::Context;
 use clap::{Args, Parser, Subcommand};
-use orelay_loadgen::{Scenario, Target};
+use std::sync::Arc;
+
+use orelay_loadgen::{Admission, LocalIssuer, Scenario, Target};
 
 /// Load generator for Oblivious Relay: meetings of real QUIC clients with sealed media.
 #[derive(Debug, Parser)]
@@ -72,6 +74,13 @@ struct RunArgs {
     /// Also write the report as JSON to this file.
     #[arg(long)]
     json: Option<PathBuf>,
+    /// With --relay: the token-signing private key (written by `relay keygen`) whose
+    /// public key the relay accepts; loadgen mints a token per participant.
+    #[arg(long, value_name = "FILE", conflicts_with = "host_secret")]
+    token_key: Option<PathBuf>,
+    /// With --relay in open mode: the relay's host secret.
+    #[arg(long, env = "ORELAY_HOST_SECRET", hide_env_values = true)]
+    host_secret: Option<String>,
 }
 
 #[tokio::main]
@@ -99,6 +108,14 @@ async fn main() -> anyhow::Result<()> {
             addr,
             fingerprint: orelay_client::parse_fingerprint(&fp)
                 .context("--cert-fingerprint must be 64 hex digits (colons allowed)")?,
+            admission: match (args.token_key, args.host_secret) {
+                (Some(path), _) => Admission::Tokens(Arc::new(LocalIssuer::from_key_file(&path)?)),
+                (None, Some(secret)) => Admission::HostSecret(secret),
+                (None, None) => anyhow::bail!(
+                    "--relay needs --token-key FILE (the private key from `relay keygen` whose \
+                     public key the relay accepts) or, for an open-mode relay, --host-secret"
+                ),
+            },
         },
         _ => Target::InProcess,
     };

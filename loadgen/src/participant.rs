@@ -8,9 +8,9 @@ use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
 
 use bytes::{BufMut, BytesMut};
-use orelay_client::{Client, ClientError, GroupReader, GroupWriter, Media, Session};
+use orelay_client::{Client, ClientError, GroupReader, GroupWriter, JoinRequest, Media, Session};
 use orelay_proto::media::FLAG_KEYFRAME;
-use orelay_proto::{ErrorCode, ServerMessage, TrackInfo, TrackKind};
+use orelay_proto::{Credential, ErrorCode, ServerMessage, TrackInfo, TrackKind};
 use tokio::time::{sleep_until, Instant as TokioInstant};
 
 use crate::report::{Live, Tally};
@@ -38,6 +38,9 @@ pub struct Plan {
     pub meeting_id: String,
     /// Meeting passcode.
     pub passcode: String,
+    /// What the join presents: a signed token (the meeting's first participant holds
+    /// a host token, the others participant tokens) or the open-mode host secret.
+    pub credential: Credential,
     /// The meeting's media key.
     pub key: Arc<MeetingKey>,
     /// When to start joining.
@@ -54,10 +57,14 @@ pub struct Plan {
 pub async fn run(client: Client, plan: Plan) -> (Option<Duration>, Tally) {
     sleep_until(plan.join_at.into()).await;
     let started = Instant::now();
-    let session = match client
-        .join(plan.relay, &plan.meeting_id, &plan.passcode, b"loadgen")
-        .await
-    {
+    let request = JoinRequest {
+        meeting_id: plan.meeting_id.clone(),
+        passcode: plan.passcode.clone(),
+        info: b"loadgen".to_vec(),
+        credential: plan.credential.clone(),
+        keys: bytes::Bytes::new(),
+    };
+    let session = match client.join_with(plan.relay, &request).await {
         Ok(s) => s,
         Err(e) => {
             tracing::warn!(error = %e, "join failed");

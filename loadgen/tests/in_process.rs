@@ -2,9 +2,10 @@
 //! authenticates, and audio arrives without loss on loopback.
 #![allow(clippy::unwrap_used, clippy::expect_used)]
 
+use std::sync::Arc;
 use std::time::Duration;
 
-use orelay_loadgen::{Scenario, Target};
+use orelay_loadgen::{Admission, LocalIssuer, Scenario, Target};
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn small_scenario_runs_clean() {
@@ -44,13 +45,13 @@ async fn small_scenario_runs_clean() {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn external_relay_is_reached_by_address_and_pinned_fingerprint() {
-    let relay = orelay_relay::Relay::bind(orelay_relay::Config {
+    let issuer = Arc::new(LocalIssuer::generate().unwrap());
+    let mut config = orelay_relay::Config {
         listen: "127.0.0.1:0".parse().unwrap(),
         ..orelay_relay::Config::default()
-    })
-    .unwrap()
-    .spawn()
-    .unwrap();
+    };
+    issuer.configure(&mut config);
+    let relay = orelay_relay::Relay::bind(config).unwrap().spawn().unwrap();
     let scenario = Scenario {
         meetings: 1,
         participants: 2,
@@ -62,6 +63,7 @@ async fn external_relay_is_reached_by_address_and_pinned_fingerprint() {
     let target = Target::External {
         addr: relay.addr,
         fingerprint: orelay_client::parse_fingerprint(&relay.fingerprint).unwrap(),
+        admission: Admission::Tokens(issuer.clone()),
     };
     let report = orelay_loadgen::run(scenario.clone(), target, |_| {})
         .await
@@ -75,6 +77,7 @@ async fn external_relay_is_reached_by_address_and_pinned_fingerprint() {
     let wrong = Target::External {
         addr: relay.addr,
         fingerprint: [0u8; 32],
+        admission: Admission::Tokens(issuer),
     };
     let report = orelay_loadgen::run(scenario, wrong, |_| {}).await.unwrap();
     assert_eq!((report.joined, report.join_failed), (0, 2), "{report}");
@@ -83,10 +86,12 @@ async fn external_relay_is_reached_by_address_and_pinned_fingerprint() {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn an_outside_client_can_join_a_loadgen_meeting_by_its_id_and_passcode() {
-    let config = orelay_relay::Config {
+    let issuer = Arc::new(LocalIssuer::generate().unwrap());
+    let mut config = orelay_relay::Config {
         listen: std::net::SocketAddr::from(([127, 0, 0, 1], 0)),
         ..orelay_relay::Config::default()
     };
+    issuer.configure(&mut config);
     let relay = orelay_relay::Relay::bind(config).unwrap().spawn().unwrap();
     let fingerprint = orelay_client::parse_fingerprint(&relay.fingerprint).unwrap();
     let scenario = Scenario {
@@ -103,15 +108,30 @@ async fn an_outside_client_can_join_a_loadgen_meeting_by_its_id_and_passcode() {
     let target = Target::External {
         addr: relay.addr,
         fingerprint,
+        admission: Admission::Tokens(issuer.clone()),
     };
     let run = tokio::spawn(orelay_loadgen::run(scenario, target, |_| {}));
     let client =
         orelay_client::Client::new(std::net::SocketAddr::from(([127, 0, 0, 1], 0)), fingerprint)
             .unwrap();
-    let mut me = client
-        .join(relay.addr, &meeting, "sesame", b"outsider")
-        .await
+    // The outsider holds its own token from the same meeting service.
+    let token = issuer
+        .token(
+            &meeting,
+            "outsider",
+            orelay_proto::Role::Participant,
+            Some("sesame"),
+            600,
+        )
         .unwrap();
+    let request = orelay_client::JoinRequest {
+        meeting_id: meeting.clone(),
+        passcode: "sesame".into(),
+        info: b"outsider".to_vec(),
+        credential: orelay_proto::Credential::Token(token),
+        keys: bytes::Bytes::new(),
+    };
+    let mut me = client.join_with(relay.addr, &request).await.unwrap();
     // The loadgen participants show up in the outsider's roster.
     let mut seen = 0;
     while seen < 2 {

@@ -128,6 +128,10 @@ open_code! {
         JOIN_REJECTED = 0x200,
         /// Peer not allowed: no valid join arrived in time.
         JOIN_TIMEOUT = 0x201,
+        /// Peer not allowed: a host removed this participant; it may not rejoin this meeting.
+        REMOVED = 0x202,
+        /// Peer not allowed: a host turned this participant away from the waiting room.
+        DENIED = 0x203,
         /// Relay limit: too many connections; try another relay or later.
         CONNECTION_LIMIT = 0x300,
         /// Relay limit: the peer did not read its control stream and the backlog filled.
@@ -140,7 +144,8 @@ open_code! {
 open_code! {
     /// Why a join was rejected, carried in `JoinResult`.
     RejectReason(u16) {
-        /// The passcode does not match the meeting's.
+        /// No such meeting, or the passcode does not match: the relay answers both the
+        /// same way, in the same time, so neither can be probed.
         BAD_PASSCODE = 1,
         /// The meeting ID is malformed (too short, bad characters).
         INVALID_MEETING_ID = 2,
@@ -150,6 +155,43 @@ open_code! {
         MEETING_FULL = 4,
         /// The relay has reached its meeting limit.
         TOO_MANY_MEETINGS = 5,
+        /// A host locked the meeting.
+        LOCKED = 6,
+        /// The token does not allow this relay's region.
+        REGION = 7,
+        /// A host turned the participant away from the waiting room.
+        DENIED = 8,
+        /// A host removed this token or identity from the meeting.
+        REMOVED = 9,
+        /// The token is malformed, unsigned, signed by an unknown key, or for another meeting.
+        TOKEN_INVALID = 10,
+        /// The token has expired or is not yet valid.
+        TOKEN_EXPIRED = 11,
+        /// The relay requires a credential this join did not carry (a token, or in open
+        /// mode the host secret to create a meeting).
+        NOT_ALLOWED = 12,
+    }
+}
+
+open_code! {
+    /// Why a request was refused, carried in `Refused`; the connection stays open.
+    RefuseReason(u16) {
+        /// Only hosts and co-hosts may do this.
+        NOT_HOST = 1,
+        /// Viewers never publish.
+        ROLE_CANNOT_PUBLISH = 2,
+        /// The join token does not grant this kind of track (audio, video or screen).
+        KIND_NOT_GRANTED = 3,
+        /// The meeting allows screen sharing by hosts only.
+        SCREEN_SHARE_HOST_ONLY = 4,
+        /// A host stopped this track.
+        STOPPED_BY_HOST = 5,
+        /// No such participant (or track) in the meeting or waiting room.
+        NO_SUCH_PARTICIPANT = 6,
+        /// The sender is still in the waiting room.
+        NOT_ADMITTED = 7,
+        /// The sender exceeded its rate for this message.
+        RATE_LIMITED = 8,
     }
 }
 

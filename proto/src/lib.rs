@@ -14,6 +14,7 @@
 //! ciphertext to everything here.
 #![forbid(unsafe_code)]
 
+pub mod admission;
 pub mod codec;
 pub mod control;
 pub mod error;
@@ -21,8 +22,11 @@ pub mod limits;
 pub mod media;
 pub mod varint;
 
-pub use control::{ClientMessage, ControlDecoder, RosterParticipant, ServerMessage, TrackInfo};
-pub use error::{DecodeError, ErrorCode, RejectReason};
+pub use admission::{Credential, HostAction, Recipient, Role, SharePolicy};
+pub use control::{
+    ClientMessage, ControlDecoder, JoinOutcome, RosterParticipant, ServerMessage, TrackInfo,
+};
+pub use error::{DecodeError, ErrorCode, RefuseReason, RejectReason};
 pub use media::{DatagramHeader, GroupHeader, ObjectHeader, TrackKind};
 
 /// The ALPN protocol identifier negotiated in the TLS handshake.

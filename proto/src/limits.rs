@@ -12,6 +12,15 @@ pub const MAX_MEETING_ID_LEN: usize = 64;
 pub const MAX_PASSCODE_LEN: usize = 64;
 /// Longest opaque participant info blob (for example an encrypted display name), in bytes.
 pub const MAX_INFO_LEN: usize = 256;
+/// Longest join credential (a signed token or the open-mode host secret), in bytes.
+pub const MAX_TOKEN_LEN: usize = 4096;
+/// Longest public-key bundle a participant presents at join, in bytes: room for an
+/// Ed25519 identity key, a hybrid (X25519 + ML-KEM-768) public key of 1,216 bytes and
+/// a signature, with headroom.
+pub const MAX_KEYS_LEN: usize = 2048;
+/// Longest opaque end-to-end key message, in bytes: room for a hybrid HPKE ciphertext
+/// (1,120 bytes) and a signed roster of a few hundred entries; larger rosters are split.
+pub const MAX_KEY_MESSAGE_LEN: usize = 12 * 1024;
 /// Longest `GoAway` redirect (`host:port`), in bytes.
 pub const MAX_REDIRECT_LEN: usize = 256;
 /// Most simulcast layers a track may have.

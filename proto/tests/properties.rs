@@ -9,12 +9,13 @@ use proptest::prelude::*;
 
 use orelay_proto::control::{ControlMessage, JoinOutcome, MAX_DECODER_BUFFER};
 use orelay_proto::limits::{
-    MAX_CONTROL_MESSAGE, MAX_INFO_LEN, MAX_LAYERS, MAX_MEETING_ID_LEN, MAX_OBJECT_SIZE,
-    MAX_PASSCODE_LEN, MAX_REDIRECT_LEN,
+    MAX_CONTROL_MESSAGE, MAX_INFO_LEN, MAX_KEYS_LEN, MAX_KEY_MESSAGE_LEN, MAX_LAYERS,
+    MAX_MEETING_ID_LEN, MAX_OBJECT_SIZE, MAX_PASSCODE_LEN, MAX_REDIRECT_LEN, MAX_TOKEN_LEN,
 };
 use orelay_proto::{
-    varint, ClientMessage, ControlDecoder, DatagramHeader, DecodeError, GroupHeader, ObjectHeader,
-    RejectReason, RosterParticipant, ServerMessage, TrackInfo, TrackKind,
+    varint, ClientMessage, ControlDecoder, Credential, DatagramHeader, DecodeError, GroupHeader,
+    HostAction, ObjectHeader, Recipient, RefuseReason, RejectReason, Role, RosterParticipant,
+    ServerMessage, SharePolicy, TrackInfo, TrackKind,
 };
 
 // ---------------------------------------------------------------------------
@@ -78,16 +79,20 @@ fn client_message() -> impl Strategy<Value = ClientMessage> {
             vint(),
             utf8(MAX_MEETING_ID_LEN),
             utf8(MAX_PASSCODE_LEN),
-            blob(MAX_INFO_LEN)
+            blob(MAX_INFO_LEN),
+            credential(),
+            blob(MAX_KEYS_LEN),
         )
-            .prop_map(
-                |(version, meeting_id, passcode, info)| ClientMessage::Join {
+            .prop_map(|(version, meeting_id, passcode, info, credential, keys)| {
+                ClientMessage::Join {
                     version,
                     meeting_id,
                     passcode,
                     info,
+                    credential,
+                    keys,
                 }
-            ),
+            }),
         track_info().prop_map(ClientMessage::Publish),
         vint().prop_map(|track| ClientMessage::Unpublish { track }),
         (vint(), vint(), any::<u8>()).prop_map(|(publisher, track, layer)| {
@@ -107,12 +112,69 @@ fn client_message() -> impl Strategy<Value = ClientMessage> {
             }
         }),
         Just(ClientMessage::Leave),
+        host_action().prop_map(ClientMessage::HostAction),
+        (recipient(), blob(MAX_KEY_MESSAGE_LEN))
+            .prop_map(|(to, blob)| ClientMessage::KeyMessage { to, blob }),
     ]
+}
+
+fn credential() -> impl Strategy<Value = Credential> {
+    prop_oneof![
+        Just(Credential::None),
+        utf8(MAX_TOKEN_LEN).prop_map(Credential::Token),
+        utf8(MAX_TOKEN_LEN).prop_map(Credential::HostSecret),
+    ]
+}
+
+fn role() -> impl Strategy<Value = Role> {
+    prop_oneof![
+        Just(Role::Host),
+        Just(Role::CoHost),
+        Just(Role::Participant),
+        Just(Role::Viewer),
+    ]
+}
+
+fn share() -> impl Strategy<Value = SharePolicy> {
+    prop_oneof![Just(SharePolicy::Anyone), Just(SharePolicy::HostOnly)]
+}
+
+fn recipient() -> impl Strategy<Value = Recipient> {
+    prop_oneof![Just(Recipient::All), vint().prop_map(Recipient::One)]
+}
+
+fn host_action() -> impl Strategy<Value = HostAction> {
+    prop_oneof![
+        vint().prop_map(HostAction::Admit),
+        Just(HostAction::AdmitAll),
+        vint().prop_map(HostAction::Deny),
+        any::<bool>().prop_map(HostAction::Lock),
+        vint().prop_map(HostAction::Remove),
+        (vint(), vint())
+            .prop_map(|(participant, track)| HostAction::StopTrack { participant, track }),
+        (vint(), vint())
+            .prop_map(|(participant, track)| HostAction::ResumeTrack { participant, track }),
+        share().prop_map(HostAction::SetSharePolicy),
+    ]
+}
+
+fn roster_participant() -> impl Strategy<Value = RosterParticipant> {
+    (vint(), blob(MAX_INFO_LEN), role(), blob(MAX_KEYS_LEN)).prop_map(
+        |(participant, info, role, keys)| RosterParticipant {
+            participant,
+            info,
+            role,
+            keys,
+        },
+    )
 }
 
 fn join_outcome() -> impl Strategy<Value = JoinOutcome> {
     prop_oneof![
-        vint().prop_map(|participant| JoinOutcome::Admitted { participant }),
+        (vint(), role())
+            .prop_map(|(participant, role)| JoinOutcome::Admitted { participant, role }),
+        vint().prop_map(|retry_after_ms| JoinOutcome::Throttled { retry_after_ms }),
+        vint().prop_map(|participant| JoinOutcome::Waiting { participant }),
         any::<u16>().prop_map(|r| JoinOutcome::Rejected {
             reason: RejectReason(r)
         }),
@@ -123,9 +185,28 @@ fn join_outcome() -> impl Strategy<Value = JoinOutcome> {
 fn server_message() -> impl Strategy<Value = ServerMessage> {
     prop_oneof![
         join_outcome().prop_map(ServerMessage::JoinResult),
-        (vint(), blob(MAX_INFO_LEN)).prop_map(|(participant, info)| {
-            ServerMessage::ParticipantJoined(RosterParticipant { participant, info })
+        roster_participant().prop_map(ServerMessage::ParticipantJoined),
+        roster_participant().prop_map(ServerMessage::WaitingJoined),
+        vint().prop_map(|participant| ServerMessage::WaitingLeft { participant }),
+        (vint(), any::<bool>(), blob(MAX_KEY_MESSAGE_LEN))
+            .prop_map(|(from, to_all, blob)| ServerMessage::KeyMessage { from, to_all, blob }),
+        (vint(), vint(), any::<u16>()).prop_map(|(message_type, subject, r)| {
+            ServerMessage::Refused {
+                message_type,
+                subject,
+                reason: RefuseReason(r),
+            }
         }),
+        (any::<bool>(), share())
+            .prop_map(|(locked, share)| ServerMessage::MeetingPolicy { locked, share }),
+        (vint(), vint(), any::<bool>()).prop_map(|(participant, track, stopped)| {
+            ServerMessage::TrackStopped {
+                participant,
+                track,
+                stopped,
+            }
+        }),
+        vint().prop_map(|failed_attempts| ServerMessage::AtRisk { failed_attempts }),
         vint().prop_map(|participant| ServerMessage::ParticipantLeft { participant }),
         (vint(), track_info())
             .prop_map(|(participant, info)| ServerMessage::TrackPublished { participant, info }),

@@ -10,8 +10,9 @@ use std::fmt::Debug;
 use bytes::Bytes;
 use orelay_proto::control::{ControlMessage, JoinOutcome};
 use orelay_proto::{
-    ClientMessage, ControlDecoder, DatagramHeader, DecodeError, ErrorCode, GroupHeader,
-    ObjectHeader, RejectReason, RosterParticipant, ServerMessage, TrackInfo, TrackKind,
+    ClientMessage, ControlDecoder, Credential, DatagramHeader, DecodeError, ErrorCode, GroupHeader,
+    HostAction, ObjectHeader, Recipient, RefuseReason, RejectReason, Role, RosterParticipant,
+    ServerMessage, SharePolicy, TrackInfo, TrackKind,
 };
 
 const FILES: [(&str, &str); 4] = [
@@ -256,6 +257,107 @@ impl Vector {
             .unwrap_or_else(|| panic!("{}: unknown error field `{s}`", self.ctx))
     }
 
+    /// An optional blob (absent means empty: a trailing field left out).
+    fn opt_blob(&mut self, key: &str) -> Bytes {
+        if self.fields.contains_key(key) {
+            self.blob(key)
+        } else {
+            Bytes::new()
+        }
+    }
+
+    fn flag(&mut self, key: &str) -> bool {
+        match self.one(key).as_str() {
+            "true" => true,
+            "false" => false,
+            other => panic!("{}: `{key}` must be true or false, not {other}", self.ctx),
+        }
+    }
+
+    /// `credential: none | token "..." | host_secret "..."`; absent means none.
+    fn credential(&mut self) -> Credential {
+        let Some(s) = self.opt("credential") else {
+            return Credential::None;
+        };
+        let quoted = |rest: &str| {
+            rest.trim()
+                .strip_prefix('"')
+                .and_then(|r| r.strip_suffix('"'))
+                .unwrap_or_else(|| panic!("{}: credential value must be quoted", self.ctx))
+                .to_owned()
+        };
+        if s == "none" {
+            Credential::None
+        } else if let Some(rest) = s.strip_prefix("token ") {
+            Credential::Token(quoted(rest))
+        } else if let Some(rest) = s.strip_prefix("host_secret ") {
+            Credential::HostSecret(quoted(rest))
+        } else {
+            panic!("{}: unknown credential {s}", self.ctx)
+        }
+    }
+
+    /// `role: host | cohost | participant | viewer`; absent means participant.
+    fn role(&mut self) -> Role {
+        match self.opt("role").as_deref() {
+            None | Some("participant") => Role::Participant,
+            Some("host") => Role::Host,
+            Some("cohost") => Role::CoHost,
+            Some("viewer") => Role::Viewer,
+            Some(other) => panic!("{}: unknown role {other}", self.ctx),
+        }
+    }
+
+    fn share(&mut self) -> SharePolicy {
+        match self.one("share").as_str() {
+            "anyone" => SharePolicy::Anyone,
+            "host_only" => SharePolicy::HostOnly,
+            other => panic!("{}: unknown share policy {other}", self.ctx),
+        }
+    }
+
+    fn refuse_reason(&mut self) -> RefuseReason {
+        let s = self.one("reason");
+        if s.starts_with(|c: char| c.is_ascii_digit()) {
+            let n = parse_num(&self.ctx, &s);
+            return RefuseReason(u16::try_from(n).expect("reason fits u16"));
+        }
+        (0..=u16::MAX)
+            .map(RefuseReason)
+            .find(|r| r.name() == Some(s.as_str()))
+            .unwrap_or_else(|| panic!("{}: unknown refusal reason {s}", self.ctx))
+    }
+
+    fn roster(&mut self) -> RosterParticipant {
+        RosterParticipant {
+            participant: self.num("participant"),
+            info: self.blob("info"),
+            role: self.role(),
+            keys: self.opt_blob("keys"),
+        }
+    }
+
+    /// `action:` plus its arguments.
+    fn host_action(&mut self) -> HostAction {
+        match self.one("action").as_str() {
+            "Admit" => HostAction::Admit(self.num("participant")),
+            "AdmitAll" => HostAction::AdmitAll,
+            "Deny" => HostAction::Deny(self.num("participant")),
+            "Lock" => HostAction::Lock(self.flag("locked")),
+            "Remove" => HostAction::Remove(self.num("participant")),
+            "StopTrack" => HostAction::StopTrack {
+                participant: self.num("participant"),
+                track: self.num("track"),
+            },
+            "ResumeTrack" => HostAction::ResumeTrack {
+                participant: self.num("participant"),
+                track: self.num("track"),
+            },
+            "SetSharePolicy" => HostAction::SetSharePolicy(self.share()),
+            other => panic!("{}: unknown host action {other}", self.ctx),
+        }
+    }
+
     fn track_info(&mut self) -> TrackInfo {
         TrackInfo {
             track: self.num("track"),
@@ -286,6 +388,8 @@ fn client_message(v: &mut Vector) -> ClientMessage {
             meeting_id: v.string("meeting_id"),
             passcode: v.string("passcode"),
             info: v.blob("info"),
+            credential: v.credential(),
+            keys: v.opt_blob("keys"),
         },
         "Publish" => ClientMessage::Publish(v.track_info()),
         "Unpublish" => ClientMessage::Unpublish {
@@ -306,6 +410,14 @@ fn client_message(v: &mut Vector) -> ClientMessage {
             layer: v.u8("layer"),
         },
         "Leave" => ClientMessage::Leave,
+        "HostAction" => ClientMessage::HostAction(v.host_action()),
+        "KeyMessage" => ClientMessage::KeyMessage {
+            to: match v.one("to").as_str() {
+                "all" => Recipient::All,
+                n => Recipient::One(parse_num(&v.ctx, n)),
+            },
+            blob: v.blob("blob"),
+        },
         other => panic!("{}: unknown client message {other}", v.ctx),
     }
 }
@@ -315,6 +427,13 @@ fn server_message(v: &mut Vector) -> ServerMessage {
         "JoinResult" => ServerMessage::JoinResult(match v.one("outcome").as_str() {
             "Admitted" => JoinOutcome::Admitted {
                 participant: v.num("participant"),
+                role: v.role(),
+            },
+            "Throttled" => JoinOutcome::Throttled {
+                retry_after_ms: v.num("retry_after_ms"),
+            },
+            "Waiting" => JoinOutcome::Waiting {
+                participant: v.num("participant"),
             },
             "Rejected" => JoinOutcome::Rejected { reason: v.reason() },
             "Overloaded" => JoinOutcome::Overloaded {
@@ -322,10 +441,33 @@ fn server_message(v: &mut Vector) -> ServerMessage {
             },
             other => panic!("{}: unknown join outcome {other}", v.ctx),
         }),
-        "ParticipantJoined" => ServerMessage::ParticipantJoined(RosterParticipant {
+        "ParticipantJoined" => ServerMessage::ParticipantJoined(v.roster()),
+        "WaitingJoined" => ServerMessage::WaitingJoined(v.roster()),
+        "WaitingLeft" => ServerMessage::WaitingLeft {
             participant: v.num("participant"),
-            info: v.blob("info"),
-        }),
+        },
+        "KeyMessage" => ServerMessage::KeyMessage {
+            from: v.num("from"),
+            to_all: v.flag("to_all"),
+            blob: v.blob("blob"),
+        },
+        "Refused" => ServerMessage::Refused {
+            message_type: v.num("message_type"),
+            subject: v.num("subject"),
+            reason: v.refuse_reason(),
+        },
+        "MeetingPolicy" => ServerMessage::MeetingPolicy {
+            locked: v.flag("locked"),
+            share: v.share(),
+        },
+        "TrackStopped" => ServerMessage::TrackStopped {
+            participant: v.num("participant"),
+            track: v.num("track"),
+            stopped: v.flag("stopped"),
+        },
+        "AtRisk" => ServerMessage::AtRisk {
+            failed_attempts: v.num("failed_attempts"),
+        },
         "ParticipantLeft" => ServerMessage::ParticipantLeft {
             participant: v.num("participant"),
         },
@@ -417,6 +559,8 @@ fn client_label(m: &ClientMessage) -> &'static str {
         ClientMessage::Unsubscribe { .. } => "client Unsubscribe",
         ClientMessage::RequestKeyframe { .. } => "client RequestKeyframe",
         ClientMessage::Leave => "client Leave",
+        ClientMessage::HostAction(_) => "client HostAction",
+        ClientMessage::KeyMessage { .. } => "client KeyMessage",
     }
 }
 
@@ -432,10 +576,30 @@ fn server_label(m: &ServerMessage) -> &'static str {
         ServerMessage::KeyframeRequest { .. } => "server KeyframeRequest",
         ServerMessage::SubscriptionEnded { .. } => "server SubscriptionEnded",
         ServerMessage::GoAway { .. } => "server GoAway",
+        ServerMessage::JoinResult(JoinOutcome::Throttled { .. }) => "server JoinResult Throttled",
+        ServerMessage::JoinResult(JoinOutcome::Waiting { .. }) => "server JoinResult Waiting",
+        ServerMessage::KeyMessage { .. } => "server KeyMessage",
+        ServerMessage::WaitingJoined(_) => "server WaitingJoined",
+        ServerMessage::WaitingLeft { .. } => "server WaitingLeft",
+        ServerMessage::Refused { .. } => "server Refused",
+        ServerMessage::MeetingPolicy { .. } => "server MeetingPolicy",
+        ServerMessage::TrackStopped { .. } => "server TrackStopped",
+        ServerMessage::AtRisk { .. } => "server AtRisk",
     }
 }
 
-const REQUIRED_LABELS: [&str; 20] = [
+const REQUIRED_LABELS: [&str; 31] = [
+    "client HostAction",
+    "client KeyMessage",
+    "server JoinResult Throttled",
+    "server JoinResult Waiting",
+    "server KeyMessage",
+    "server WaitingJoined",
+    "server WaitingLeft",
+    "server Refused",
+    "server MeetingPolicy",
+    "server TrackStopped",
+    "server AtRisk",
     "client Join",
     "client Publish",
     "client Unpublish",
@@ -734,6 +898,8 @@ fn protocol_md_worked_examples() {
         meeting_id: "12345678901".into(),
         passcode: "hunter2".into(),
         info: Bytes::new(),
+        credential: Credential::None,
+        keys: Bytes::new(),
     };
     assert_eq!(
         to_hex(&join.encode_vec()),
@@ -753,7 +919,10 @@ fn protocol_md_worked_examples() {
         length: 1200,
     };
     assert_eq!(to_hex(&object.encode_vec()), "00 01 44 b0");
-    let admitted = ServerMessage::JoinResult(JoinOutcome::Admitted { participant: 7 });
+    let admitted = ServerMessage::JoinResult(JoinOutcome::Admitted {
+        participant: 7,
+        role: Role::Participant,
+    });
     assert_eq!(to_hex(&admitted.encode_vec()), "40 41 02 00 07");
     let datagram = DatagramHeader {
         publisher: 1000,

@@ -5,20 +5,27 @@
 //! Logs carry the connection's `stable_id` and a keyed tag of the meeting ID, never
 //! the meeting ID, participant ID, info blob or address in clear.
 
-use std::sync::atomic::Ordering::Relaxed;
+use std::sync::atomic::Ordering::{Acquire, Relaxed};
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
 use bytes::BytesMut;
 use orelay_proto::control::{ControlMessage, JoinOutcome};
 use orelay_proto::limits::MAX_TRACKS_PER_PARTICIPANT;
-use orelay_proto::{ClientMessage, ControlDecoder, ErrorCode, ServerMessage};
+use orelay_proto::{
+    ClientMessage, ControlDecoder, Credential, ErrorCode, Recipient, RefuseReason, RejectReason,
+    Role, ServerMessage,
+};
 use tokio::sync::{oneshot, OwnedSemaphorePermit};
-use tracing::{debug, Instrument};
+use tracing::{debug, warn, Instrument};
 
+use crate::config::AdmissionMode;
+use crate::core::guard::SourceKey;
 use crate::core::meeting_id::check_join;
 use crate::core::subscriber::POLICY_INTERVAL;
-use crate::core::TokenBucket;
+use crate::core::token::unix_now;
+use crate::core::{Grant, JoinRequest, KindSet, MeetingId, Placement};
+use crate::core::{RateLimit, TokenBucket};
 use crate::error::{PeerMisbehaved, PeerNotAllowed, RelayLimit, SessionError};
 use crate::media::{enforce, ingest_group, AudioRoutes, Participant};
 use crate::registry::{close, Peer, Shared};
@@ -184,6 +191,8 @@ async fn join(shared: &Arc<Shared>, conn: &quinn::Connection) -> Result<Session,
         meeting_id,
         passcode,
         info,
+        credential,
+        keys,
     } = next_message(&mut recv, &mut decoder).await?
     else {
         return Err(PeerMisbehaved::UnexpectedMessage("first message must be Join").into());
@@ -192,31 +201,62 @@ async fn join(shared: &Arc<Shared>, conn: &quinn::Connection) -> Result<Session,
         // Over the relay's join rate: an explicit answer, not a silent drop.
         shared.stats.joins_overloaded.fetch_add(1, Relaxed);
         shared.stats.count_join(JoinResult::Overloaded);
-        let retry_after_ms = retry_at
-            .saturating_duration_since(Instant::now())
-            .as_millis()
-            .max(1) as u64;
+        let retry_after_ms = millis_until(retry_at);
         let msg = ServerMessage::JoinResult(JoinOutcome::Overloaded { retry_after_ms });
         answer_and_wait(conn, &mut send, &msg).await;
         return Err(RelayLimit::Overloaded.into());
+    }
+    let meeting_id = match check_join(version, &meeting_id) {
+        Ok(id) => id,
+        Err(e) => return reject(shared, conn, &mut send, e.0).await,
+    };
+    let source = SourceKey::from(conn.remote_address().ip());
+    let meeting_key = shared.meeting_key(&meeting_id);
+    let checked = shared.guard().check(source, meeting_key, Instant::now());
+    if let Err(refusal) = checked {
+        // Brute force is slowed, not served: no token check, no meeting lookup.
+        shared.stats.joins_throttled.fetch_add(1, Relaxed);
+        shared.stats.count_join(JoinResult::Throttled);
+        let retry_after_ms = refusal.retry_after().as_millis().max(1) as u64;
+        let msg = ServerMessage::JoinResult(JoinOutcome::Throttled { retry_after_ms });
+        answer_and_wait(conn, &mut send, &msg).await;
+        return Err(PeerNotAllowed::JoinRejected(RejectReason::NOT_ALLOWED).into());
     }
     // A newcomer's first messages are the roster snapshot (each participant and its
     // tracks), bounded by the meeting limits; the backlog limit applies beyond that,
     // so joining a large meeting is not mistaken for a client that does not read.
     // (The outbox grows as it fills, not up front.)
-    let roster = shared.config.max_participants * (1 + MAX_TRACKS_PER_PARTICIPANT);
+    let roster = shared.config.max_participants * (2 + MAX_TRACKS_PER_PARTICIPANT);
     let peer = Arc::new(Peer::new(
         conn.clone(),
         shared.config.control_backlog + roster,
     ));
-    let admitted = check_join(version, &meeting_id)
-        .map_err(|e| e.0)
-        .and_then(|id| shared.admit(id, &passcode, info, peer.clone()));
+    let admitted =
+        authenticate(shared, &meeting_id, &passcode, credential).and_then(|(grant, create)| {
+            let request = JoinRequest {
+                passcode,
+                info,
+                keys,
+                grant,
+            };
+            shared.admit(meeting_id.clone(), request, create, peer.clone())
+        });
     match admitted {
-        Ok((cell, id)) => {
-            shared.stats.count_join(JoinResult::Admitted);
-            shared.stats.record_join_duration(started.elapsed());
-            let me = Arc::new(Participant::new(shared.clone(), cell, id, conn.clone()));
+        Ok((cell, admission)) => {
+            shared.guard().record_success(source);
+            match admission {
+                Placement::Admitted(_) => {
+                    shared.stats.count_join(JoinResult::Admitted);
+                    shared.stats.record_join_duration(started.elapsed());
+                }
+                Placement::Waiting(_) => shared.stats.count_join(JoinResult::Waiting),
+            }
+            let me = Arc::new(Participant::new(
+                shared.clone(),
+                cell,
+                admission.id(),
+                conn.clone(),
+            ));
             Ok(Session {
                 me,
                 peer,
@@ -226,12 +266,113 @@ async fn join(shared: &Arc<Shared>, conn: &quinn::Connection) -> Result<Session,
             })
         }
         Err(reason) => {
-            shared.stats.count_join(JoinResult::rejected(reason));
-            debug!(reason = %reason, "join rejected");
-            let msg = ServerMessage::JoinResult(JoinOutcome::Rejected { reason });
-            answer_and_wait(conn, &mut send, &msg).await;
-            Err(PeerNotAllowed::JoinRejected(reason).into())
+            if counts_as_guess(reason) {
+                let at_risk = shared
+                    .guard()
+                    .record_failure(source, meeting_key, Instant::now());
+                if let Some(signal) = at_risk {
+                    raise_at_risk(shared, &meeting_id, signal.failed_attempts);
+                }
+            }
+            reject(shared, conn, &mut send, reason).await
         }
+    }
+}
+
+/// Milliseconds from now until `at`, at least 1.
+fn millis_until(at: Instant) -> u64 {
+    at.saturating_duration_since(Instant::now())
+        .as_millis()
+        .max(1) as u64
+}
+
+/// Answers a join with `reason` and ends the connection.
+async fn reject(
+    shared: &Shared,
+    conn: &quinn::Connection,
+    send: &mut quinn::SendStream,
+    reason: RejectReason,
+) -> Result<Session, End> {
+    shared.stats.count_join(JoinResult::rejected(reason));
+    debug!(reason = %reason, "join rejected");
+    let msg = ServerMessage::JoinResult(JoinOutcome::Rejected { reason });
+    answer_and_wait(conn, send, &msg).await;
+    Err(PeerNotAllowed::JoinRejected(reason).into())
+}
+
+/// Rejections that a guesser gets (and an honest client rarely does): they grow the
+/// source's back-off and the meeting's failure count.
+fn counts_as_guess(reason: RejectReason) -> bool {
+    matches!(
+        reason,
+        RejectReason::BAD_PASSCODE
+            | RejectReason::TOKEN_INVALID
+            | RejectReason::NOT_ALLOWED
+            | RejectReason::REMOVED
+    )
+}
+
+/// A meeting drew many failed attempts: count it, log it under a keyed tag (never
+/// the ID), and tell its hosts if it exists.
+fn raise_at_risk(shared: &Shared, meeting_id: &MeetingId, failed_attempts: u64) {
+    shared.stats.at_risk_total.fetch_add(1, Relaxed);
+    // The upkeep task recounts the gauge; this makes the signal visible at once.
+    shared.stats.meetings_at_risk.fetch_add(1, Relaxed);
+    let tag = crate::privacy::tag(meeting_id.as_bytes());
+    warn!(meeting = %tag, failed_attempts, "meeting at risk: many failed join attempts");
+    if let Some(cell) = shared.meeting(meeting_id) {
+        let state = cell.lock();
+        let actions = state.core.at_risk(failed_attempts);
+        state.apply(actions, shared);
+    }
+}
+
+/// Checks the join's credential: what it grants, and whether it may create the
+/// meeting (`Err` holds the answer a join to a missing meeting then gets).
+fn authenticate(
+    shared: &Shared,
+    meeting_id: &MeetingId,
+    passcode: &str,
+    credential: Credential,
+) -> Result<(Grant, Result<(), RejectReason>), RejectReason> {
+    let admission = &shared.config.admission;
+    match (admission.mode, credential) {
+        (AdmissionMode::Token, Credential::Token(token)) => {
+            // The token carries the passcode check: any valid token may start the
+            // meeting, which then keeps no passcode of its own.
+            let grant =
+                shared
+                    .verifier
+                    .verify(&token, meeting_id.as_str(), passcode, unix_now())?;
+            Ok((grant, Ok(())))
+        }
+        (AdmissionMode::Token, _) => Err(RejectReason::NOT_ALLOWED),
+        (AdmissionMode::Open, Credential::HostSecret(secret)) => {
+            let expected = admission.host_secret.as_bytes();
+            let tag = ring::hmac::sign(&shared.secret_key, expected);
+            if ring::hmac::verify(&shared.secret_key, secret.as_bytes(), tag.as_ref()).is_err() {
+                return Err(RejectReason::BAD_PASSCODE);
+            }
+            Ok((open_grant(Role::Host, false, false), Ok(())))
+        }
+        (AdmissionMode::Open, Credential::None) => Ok((
+            open_grant(Role::Participant, true, admission.waiting_room),
+            // A missing meeting answers exactly as a wrong passcode does.
+            Err(RejectReason::BAD_PASSCODE),
+        )),
+        (AdmissionMode::Open, Credential::Token(_)) => Err(RejectReason::NOT_ALLOWED),
+    }
+}
+
+/// What an open-mode join grants: everything a role may publish, no identity.
+fn open_grant(role: Role, passcode_required: bool, waiting_room: bool) -> Grant {
+    Grant {
+        identity: String::new(),
+        token_id: String::new(),
+        role,
+        publish: KindSet::ALL,
+        passcode_required,
+        waiting_room,
     }
 }
 
@@ -260,6 +401,7 @@ impl Session {
         let shared = &me.shared;
         let control = async {
             let mut bucket = TokenBucket::new(shared.config.control_limit(), Instant::now());
+            let mut key_bytes = TokenBucket::new(key_message_limit(shared), Instant::now());
             loop {
                 let msg = next_message(&mut recv, &mut decoder).await?;
                 if let ClientMessage::Leave = msg {
@@ -272,10 +414,25 @@ impl Session {
                     tokio::time::sleep_until(at.into()).await;
                     let _ = bucket.take(Instant::now());
                 }
-                handle(&me, msg)?;
+                if let ClientMessage::KeyMessage { to, blob } = &msg {
+                    // Key messages fan out: charge bytes times recipients (in KiB).
+                    let recipients = match to {
+                        Recipient::All => me.cell.lock().core.len().saturating_sub(1),
+                        Recipient::One(_) => 1,
+                    };
+                    let cost = (blob.len() * recipients.max(1)).div_ceil(1024) as u32;
+                    if let Err(at) = key_bytes.take_n(Instant::now(), cost) {
+                        shared.stats.control_throttled.fetch_add(1, Relaxed);
+                        tokio::time::sleep_until(at.into()).await;
+                        let _ = key_bytes.take_n(Instant::now(), cost);
+                    }
+                }
+                handle(&me, &peer, msg)?;
             }
         };
+        // A waiting participant's media is not read: flow control holds it back.
         let streams = async {
+            peer_admitted(&peer).await;
             loop {
                 let Ok(stream) = me.conn.accept_uni().await else {
                     return End::Lost;
@@ -284,6 +441,7 @@ impl Session {
             }
         };
         let datagrams = async {
+            peer_admitted(&peer).await;
             let mut audio = AudioRoutes::default();
             loop {
                 let Ok(datagram) = me.conn.read_datagram().await else {
@@ -314,32 +472,105 @@ impl Session {
     }
 }
 
-fn handle(me: &Participant, msg: ClientMessage) -> Result<(), SessionError> {
+/// The key-message byte budget, in KiB tokens.
+fn key_message_limit(shared: &Shared) -> RateLimit {
+    let a = &shared.config.admission;
+    RateLimit {
+        per_second: a.key_message_bytes_per_second.div_ceil(1024).max(1),
+        burst: a.key_message_burst_bytes.div_ceil(1024).max(1),
+    }
+}
+
+/// Resolves once `peer` is admitted (at once unless it is in the waiting room).
+async fn peer_admitted(peer: &Peer) {
+    loop {
+        let woken = peer.admitted_notify.notified();
+        if peer.admitted.load(Acquire) {
+            return;
+        }
+        woken.await;
+    }
+}
+
+fn handle(me: &Participant, peer: &Peer, msg: ClientMessage) -> Result<(), SessionError> {
+    let message_type = msg.message_type();
+    let subject = match &msg {
+        ClientMessage::Publish(info) => info.track,
+        ClientMessage::HostAction(action) => action.subject(),
+        ClientMessage::KeyMessage {
+            to: Recipient::One(p),
+            ..
+        } => *p,
+        _ => 0,
+    };
+    let refuse = |reason| {
+        me.shared.stats.requests_refused.fetch_add(1, Relaxed);
+        let msg = ServerMessage::Refused {
+            message_type,
+            subject,
+            reason,
+        };
+        if peer.send(msg).is_err() {
+            return Err(SessionError::RelayLimit(RelayLimit::ControlBacklog));
+        }
+        Ok(())
+    };
+    if !peer.admitted.load(Acquire) {
+        // In the waiting room: nothing but Leave (handled by the caller) is served.
+        return refuse(RefuseReason::NOT_ADMITTED);
+    }
     let now = Instant::now();
     let mut state = me.cell.lock();
     let core = &mut state.core;
     let publish = matches!(msg, ClientMessage::Publish(_));
-    let actions = match msg {
+    let result = match msg {
         ClientMessage::Join { .. } => {
             return Err(PeerMisbehaved::UnexpectedMessage("second Join").into())
         }
-        ClientMessage::Leave => Vec::new(),
-        ClientMessage::Publish(info) => core.publish(me.id, info)?,
-        ClientMessage::Unpublish { track } => core.unpublish(me.id, track)?,
+        ClientMessage::Leave => Ok(Vec::new()),
+        ClientMessage::Publish(info) => core.publish(me.id, info),
+        ClientMessage::Unpublish { track } => core.unpublish(me.id, track),
         ClientMessage::Subscribe {
             publisher,
             track,
             layer,
-        } => core.subscribe(me.id, publisher, track, layer, now)?,
-        ClientMessage::Unsubscribe { publisher, track } => {
-            core.unsubscribe(me.id, publisher, track)?;
-            Vec::new()
-        }
+        } => core.subscribe(me.id, publisher, track, layer, now),
+        ClientMessage::Unsubscribe { publisher, track } => core
+            .unsubscribe(me.id, publisher, track)
+            .map(|()| Vec::new()),
         ClientMessage::RequestKeyframe {
             publisher,
             track,
             layer,
-        } => core.request_keyframe(publisher, track, layer, now),
+        } => Ok(core.request_keyframe(publisher, track, layer, now)),
+        ClientMessage::HostAction(action) => {
+            let done = core.host_action(me.id, action);
+            if done.is_ok() {
+                me.shared.stats.host_actions.fetch_add(1, Relaxed);
+            }
+            done.map_err(SessionError::Refused)
+        }
+        ClientMessage::KeyMessage { to, blob } => {
+            let len = blob.len() as u64;
+            let done = core.key_message(me.id, to, blob);
+            if let Ok(actions) = &done {
+                let n = actions.len() as u64;
+                me.shared.stats.key_messages.fetch_add(n, Relaxed);
+                me.shared
+                    .stats
+                    .key_message_bytes
+                    .fetch_add(n * len, Relaxed);
+            }
+            done.map_err(SessionError::Refused)
+        }
+    };
+    let actions = match result {
+        Ok(actions) => actions,
+        Err(SessionError::Refused(reason)) => {
+            drop(state);
+            return refuse(reason);
+        }
+        Err(e) => return Err(e),
     };
     state.apply(actions, &me.shared);
     drop(state);

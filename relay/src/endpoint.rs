@@ -169,6 +169,7 @@ impl Relay {
     /// closes whatever is left with `SHUTDOWN`.
     pub async fn run(self, shutdown: impl Future<Output = ()>) {
         tokio::pin!(shutdown);
+        let upkeep = tokio::spawn(upkeep(Arc::downgrade(&self.shared)));
         loop {
             let incoming = tokio::select! {
                 incoming = self.endpoint.accept() => incoming,
@@ -177,6 +178,7 @@ impl Relay {
             let Some(incoming) = incoming else { break };
             self.admit(incoming);
         }
+        upkeep.abort();
         info!("draining: refusing new connections, sending GoAway");
         self.endpoint.set_server_config(None);
         self.shared.each_meeting(|cell| cell.lock().go_away());
@@ -277,5 +279,28 @@ impl RunningRelay {
             let _ = stop.send(());
         }
         let _ = (&mut self.task).await;
+    }
+}
+
+/// How often the join guard forgets idle sources and the at-risk gauge is refreshed.
+const UPKEEP_INTERVAL: Duration = Duration::from_secs(5);
+
+/// Periodic housekeeping while the relay runs.
+async fn upkeep(shared: std::sync::Weak<Shared>) {
+    let mut tick = tokio::time::interval(UPKEEP_INTERVAL);
+    loop {
+        tick.tick().await;
+        let Some(shared) = shared.upgrade() else {
+            return;
+        };
+        let now = std::time::Instant::now();
+        let mut guard = shared.guard();
+        guard.sweep(now);
+        let at_risk = guard.at_risk(now) as i64;
+        drop(guard);
+        shared
+            .stats
+            .meetings_at_risk
+            .store(at_risk, std::sync::atomic::Ordering::Relaxed);
     }
 }

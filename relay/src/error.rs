@@ -5,7 +5,7 @@
 //! close code ([`SessionError::close_code`]) and one low-cardinality counter label
 //! ([`SessionError::label`]).
 
-use orelay_proto::{DecodeError, ErrorCode, RejectReason};
+use orelay_proto::{DecodeError, ErrorCode, RefuseReason, RejectReason};
 
 /// A peer sent something the protocol forbids.
 #[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
@@ -77,6 +77,10 @@ pub enum SessionError {
     /// A relay limit.
     #[error("relay limit: {0}")]
     RelayLimit(#[from] RelayLimit),
+    /// A request the participant may not make (a viewer publishing, a non-host
+    /// moderating…): answered with `Refused`, the connection stays open.
+    #[error("refused: {0}")]
+    Refused(RefuseReason),
 }
 
 impl From<DecodeError> for SessionError {
@@ -107,6 +111,8 @@ impl SessionError {
                 ErrorCode::CONNECTION_LIMIT
             }
             SessionError::RelayLimit(_) => ErrorCode::LIMIT_EXCEEDED,
+            // Never closes a connection; the code is only for completeness.
+            SessionError::Refused(_) => ErrorCode::UNEXPECTED_MESSAGE,
         }
     }
 

@@ -25,6 +25,7 @@ mod registry;
 pub mod stats;
 pub mod telemetry;
 pub mod tls;
+pub mod tools;
 
 pub use config::{Cli, Config};
 pub use endpoint::{Relay, RunningRelay};

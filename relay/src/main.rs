@@ -9,7 +9,15 @@ use tracing::info;
 async fn main() -> anyhow::Result<()> {
     orelay_relay::logging::init("info");
     let cli = Cli::parse();
+    if let Some(tool) = &cli.tool {
+        return orelay_relay::tools::run(tool);
+    }
     let config = Config::from_cli(&cli)?;
+    if config.admission.mode == orelay_relay::config::AdmissionMode::Open {
+        tracing::warn!(
+            "admission.mode = open: joins are checked by passcode only and meetings are              created with the host secret; use signed tokens in production"
+        );
+    }
     let shutdown = shutdown_signal()?;
     let metrics_addr = config.metrics_addr;
     let max_connections = config.max_connections;

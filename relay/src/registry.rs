@@ -7,20 +7,25 @@
 //! meeting's own work. Logs carry a keyed tag of the meeting ID, never the ID.
 
 use std::collections::HashMap;
-use std::sync::atomic::{AtomicBool, Ordering::Relaxed};
+use std::sync::atomic::{AtomicBool, Ordering::Relaxed, Ordering::Release};
 use std::sync::{Arc, Mutex, MutexGuard};
 use std::time::Instant;
 
-use bytes::{Bytes, BytesMut};
+use bytes::BytesMut;
 use dashmap::mapref::entry::Entry;
 use dashmap::DashMap;
-use orelay_proto::control::ControlMessage;
+use orelay_proto::control::{ControlMessage, JoinOutcome};
 use orelay_proto::{ParticipantId, RejectReason, ServerMessage};
 use tokio::sync::Notify;
 
 use crate::config::Config;
+use crate::core::guard::{JoinGuard, MeetingKey};
+use crate::core::moderation::Passcode;
 use crate::core::outbox::{Full, Outbox};
-use crate::core::{Action, FanoutLimits, Meeting, MeetingId, RateLimit, ReaderId, TokenBucket};
+use crate::core::{
+    Action, FanoutLimits, JoinRequest, Meeting, MeetingId, Placement, RateLimit, ReaderId,
+    TokenBucket, TokenVerifier,
+};
 use crate::error::{RelayLimit, SessionError};
 use crate::fanout::GroupCell;
 use crate::stats::RelayStats;
@@ -34,6 +39,17 @@ pub(crate) struct Shared {
     pub(crate) fanout: FanoutLimits,
     /// The relay-wide join rate.
     join_rate: Mutex<TokenBucket>,
+    /// Token verification keys (empty in open mode).
+    pub(crate) verifier: TokenVerifier,
+    /// Per-source and per-meeting join-attempt limits and the at-risk signal.
+    guard: Mutex<JoinGuard>,
+    /// Keys the guard's meeting digests (never the ID itself).
+    meeting_key: ring::hmac::Key,
+    /// Checked against the passcode of a join to a meeting that does not exist, so
+    /// that answer takes as long as a wrong passcode.
+    decoy: Passcode,
+    /// Keys the constant-time comparison of an open-mode host secret.
+    pub(crate) secret_key: ring::hmac::Key,
 }
 
 /// A meeting as the I/O layer holds it: the sans-IO core plus each participant's handle.
@@ -64,6 +80,11 @@ pub(crate) struct OpenRead {
 /// A participant's connection as other participants' tasks see it.
 pub(crate) struct Peer {
     pub(crate) conn: quinn::Connection,
+    /// In the meeting (not, or no longer, in the waiting room); set when its
+    /// `JoinResult(Admitted)` is queued.
+    pub(crate) admitted: AtomicBool,
+    /// Woken when `admitted` is set.
+    pub(crate) admitted_notify: Notify,
     /// Control messages waiting for its control writer (bounded, coalescing).
     outbox: Mutex<Outbox>,
     /// Wakes its control writer when the outbox gains a message.
@@ -81,6 +102,8 @@ impl Peer {
     pub(crate) fn new(conn: quinn::Connection, backlog: usize) -> Self {
         Self {
             conn,
+            admitted: AtomicBool::new(false),
+            admitted_notify: Notify::new(),
             outbox: Mutex::new(Outbox::new(backlog)),
             outbox_ready: Notify::new(),
             reads: Mutex::new(Vec::new()),
@@ -168,12 +191,31 @@ impl MeetingState {
     /// full is closed rather than allowed to stall the meeting.
     pub(crate) fn apply(&self, actions: Vec<Action>, shared: &Shared) {
         for action in actions {
-            let Action::Send { to, msg } = action;
+            let (to, msg) = match action {
+                Action::Send { to, msg } => (to, msg),
+                Action::Close { to, code } => {
+                    if let Some(peer) = self.peers.get(&to) {
+                        if peer.conn.close_reason().is_none() {
+                            shared.stats.count_close(code.name().unwrap_or("UNKNOWN"));
+                            peer.conn
+                                .close(code.0.into(), code.name().unwrap_or("").as_bytes());
+                        }
+                    }
+                    continue;
+                }
+            };
             let Some(peer) = self.peers.get(&to) else {
                 continue;
             };
-            if matches!(msg, ServerMessage::KeyframeRequest { .. }) {
-                shared.stats.keyframe_requests.fetch_add(1, Relaxed);
+            match msg {
+                ServerMessage::KeyframeRequest { .. } => {
+                    shared.stats.keyframe_requests.fetch_add(1, Relaxed);
+                }
+                ServerMessage::JoinResult(JoinOutcome::Admitted { .. }) => {
+                    peer.admitted.store(true, Release);
+                    peer.admitted_notify.notify_waiters();
+                }
+                _ => {}
             }
             match peer.send(msg) {
                 Ok(0) => {}
@@ -217,13 +259,44 @@ impl Shared {
             // A second's worth at once: a top-of-the-hour burst is what it is for.
             burst: config.max_join_rate,
         };
+        let rng = ring::rand::SystemRandom::new();
+        let meeting_key = ring::hmac::Key::generate(ring::hmac::HMAC_SHA256, &rng)
+            .unwrap_or_else(|_| ring::hmac::Key::new(ring::hmac::HMAC_SHA256, b"orelay"));
         Self {
             fanout: config.fanout_limits(),
+            // Validated at start-up; an unusable key set admits no token.
+            verifier: config.admission.verifier().unwrap_or_default(),
+            guard: Mutex::new(JoinGuard::new(
+                config.admission.guard_limits(),
+                Instant::now(),
+            )),
+            meeting_key,
+            decoy: Passcode::new(""),
+            secret_key: ring::hmac::Key::generate(ring::hmac::HMAC_SHA256, &rng)
+                .unwrap_or_else(|_| ring::hmac::Key::new(ring::hmac::HMAC_SHA256, b"secret")),
             config,
             meetings: DashMap::new(),
             stats,
             join_rate: Mutex::new(TokenBucket::new(join_rate, Instant::now())),
         }
+    }
+
+    /// The join-attempt guard.
+    pub(crate) fn guard(&self) -> MutexGuard<'_, JoinGuard> {
+        self.guard.lock().unwrap_or_else(|p| p.into_inner())
+    }
+
+    /// A keyed digest of a meeting ID for the guard's tables.
+    pub(crate) fn meeting_key(&self, id: &MeetingId) -> MeetingKey {
+        let tag = ring::hmac::sign(&self.meeting_key, id.as_bytes());
+        let mut key = [0u8; 16];
+        key.copy_from_slice(&tag.as_ref()[..16]);
+        key
+    }
+
+    /// The meeting's cell, if it exists.
+    pub(crate) fn meeting(&self, id: &MeetingId) -> Option<Arc<MeetingCell>> {
+        self.meetings.get(id).map(|e| e.value().clone())
     }
 
     /// Takes one join from the relay-wide join rate, or says when one is due.
@@ -234,22 +307,28 @@ impl Shared {
             .take(now)
     }
 
-    /// Admits `peer` to a meeting, creating the meeting if it does not exist. Only the
-    /// map's shard is locked while finding the meeting; the join itself runs under the
-    /// meeting's own lock.
+    /// Admits `peer` to a meeting (or its waiting room). A meeting that does not exist
+    /// is created only if `create` is `Ok`; otherwise the join gets `create`'s reason,
+    /// after the same passcode work a wrong passcode costs. Only the map's shard is
+    /// locked while finding the meeting; the join runs under the meeting's own lock.
     pub(crate) fn admit(
         &self,
         meeting_id: MeetingId,
-        passcode: &str,
-        info: Bytes,
+        request: JoinRequest,
+        create: Result<(), RejectReason>,
         peer: Arc<Peer>,
-    ) -> Result<(Arc<MeetingCell>, ParticipantId), RejectReason> {
+    ) -> Result<(Arc<MeetingCell>, Placement), RejectReason> {
         // A meeting found closing is gone a moment later; two looks are enough unless
         // the meeting is being emptied and refilled in a tight loop.
         for _ in 0..3 {
             let cell = match self.meetings.entry(meeting_id.clone()) {
                 Entry::Occupied(e) => e.get().clone(),
                 Entry::Vacant(e) => {
+                    if let Err(reason) = create {
+                        drop(e);
+                        let _ = self.decoy.matches(&request.passcode);
+                        return Err(reason);
+                    }
                     if self.stats.meetings_active.load(Relaxed) as usize >= self.config.max_meetings
                     {
                         return Err(RejectReason::TOO_MANY_MEETINGS);
@@ -258,7 +337,7 @@ impl Shared {
                         id: meeting_id.clone(),
                         tag: crate::privacy::tag(meeting_id.as_bytes()),
                         state: Mutex::new(MeetingState {
-                            core: Meeting::new(passcode, self.config.meeting_limits()),
+                            core: Meeting::new(&request.passcode, self.config.meeting_limits()),
                             peers: HashMap::new(),
                             closed: false,
                         }),
@@ -272,7 +351,7 @@ impl Shared {
             if state.closed {
                 continue;
             }
-            let (id, actions) = match state.core.join(passcode, info) {
+            let (admission, actions) = match state.core.join(request.clone()) {
                 Ok(joined) => joined,
                 Err(reason) => {
                     // Do not leave behind a meeting this attempt created.
@@ -285,12 +364,12 @@ impl Shared {
                     return Err(reason);
                 }
             };
-            state.peers.insert(id, peer);
+            state.peers.insert(admission.id(), peer);
             state.apply(actions, self);
             self.stats.participants_active.fetch_add(1, Relaxed);
             self.stats.record_meeting_size(state.core.len());
             drop(state);
-            return Ok((cell, id));
+            return Ok((cell, admission));
         }
         Err(RejectReason::TOO_MANY_MEETINGS)
     }

@@ -7,20 +7,46 @@ mod common;
 use std::time::Duration;
 
 use common::*;
-use orelay_client::ClientError;
-use orelay_proto::{ErrorCode, RejectReason};
+use orelay_client::{ClientError, JoinRequest};
+use orelay_proto::{Credential, ErrorCode, RejectReason, Role, ServerMessage};
+use orelay_relay::core::token::{unix_now, Claims};
+
+/// A join carrying a token for `meeting` that requires `passcode`, typing `typed`.
+fn request(meeting: &str, role: Role, passcode: &str, typed: &str) -> JoinRequest {
+    let mut claims = Claims::new(meeting, "someone", role, unix_now(), 600);
+    claims.require_passcode(passcode);
+    JoinRequest {
+        meeting_id: meeting.to_owned(),
+        passcode: typed.to_owned(),
+        info: b"x".to_vec(),
+        credential: Credential::Token(signing_key().mint(&claims).unwrap()),
+        keys: bytes::Bytes::new(),
+    }
+}
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn wrong_passcode_is_rejected_with_a_reason_and_right_one_admitted() {
     let (relay, client) = start(config());
     let meeting = meeting_id(3);
     let host = client
-        .join(relay.addr, &meeting, "correct horse", b"h")
+        .join_with(
+            relay.addr,
+            &request(&meeting, Role::Host, "correct horse", "correct horse"),
+        )
         .await
         .unwrap();
+    assert_eq!(host.role(), Role::Host);
 
     let wrong = client
-        .join(relay.addr, &meeting, "battery staple", b"x")
+        .join_with(
+            relay.addr,
+            &request(
+                &meeting,
+                Role::Participant,
+                "correct horse",
+                "battery staple",
+            ),
+        )
         .await;
     assert!(
         matches!(
@@ -31,14 +57,28 @@ async fn wrong_passcode_is_rejected_with_a_reason_and_right_one_admitted() {
     );
 
     let mut guest = client
-        .join(relay.addr, &meeting, "correct horse", b"g")
+        .join_with(
+            relay.addr,
+            &request(
+                &meeting,
+                Role::Participant,
+                "correct horse",
+                "correct horse",
+            ),
+        )
         .await
         .unwrap();
     assert_ne!(guest.participant(), host.participant());
-    // The guest learns about the host first thing.
+    assert_eq!(guest.role(), Role::Participant);
+    // The guest learns the meeting's policy, then about the host, first thing.
     let first = guest.next_event().await.unwrap().unwrap();
     assert!(
-        matches!(first, orelay_proto::ServerMessage::ParticipantJoined(p) if p.participant == host.participant())
+        matches!(first, ServerMessage::MeetingPolicy { locked: false, .. }),
+        "{first:?}"
+    );
+    let second = guest.next_event().await.unwrap().unwrap();
+    assert!(
+        matches!(second, ServerMessage::ParticipantJoined(p) if p.participant == host.participant() && p.role == Role::Host)
     );
 
     let short = client

@@ -240,6 +240,8 @@ async fn a_control_toggling_client_is_throttled_and_no_honest_peer_is_closed() {
         meeting_id: meeting_id(3),
         passcode: "pw".into(),
         info: Bytes::new(),
+        credential: credential(&meeting_id(3)),
+        keys: Bytes::new(),
     };
     join_send.write_all(&join.to_bytes()).await.unwrap();
     let stats = relay.stats.clone();

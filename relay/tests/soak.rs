@@ -108,8 +108,7 @@ async fn live(relay: &RelayProcess, seed: u64, tally: &Arc<Tally>) {
         narrow
             .receive_window((64u32 * 1024).into())
             .stream_receive_window((16u32 * 1024).into());
-        let pin = orelay_client::parse_fingerprint(&relay.fingerprint).unwrap();
-        orelay_client::Client::with_transport("127.0.0.1:0".parse().unwrap(), pin, narrow).unwrap()
+        relay.client_with("127.0.0.1:0".parse().unwrap(), narrow)
     } else {
         relay.client("127.0.0.1:0".parse().unwrap())
     };

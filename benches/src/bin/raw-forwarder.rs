@@ -134,7 +134,10 @@ async fn serve(hub: Arc<Hub>, conn: quinn::Connection) -> anyhow::Result<()> {
         decoder.push(&chunk.bytes);
     };
     let id = hub.next_id.fetch_add(1, Relaxed) + 1;
-    let admitted = ServerMessage::JoinResult(JoinOutcome::Admitted { participant: id });
+    let admitted = ServerMessage::JoinResult(JoinOutcome::Admitted {
+        participant: id,
+        role: orelay_proto::Role::Participant,
+    });
     send.write_all(&admitted.to_bytes()).await?;
     // Later control messages (Publish, Subscribe, ...) are read and ignored.
     tokio::spawn(async move {

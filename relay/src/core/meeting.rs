@@ -11,12 +11,10 @@ use std::sync::Arc;
 use std::time::{Duration, Instant};
 
 use bytes::Bytes;
-use orelay_proto::control::JoinOutcome;
 use orelay_proto::limits::{MAX_SUBSCRIPTIONS_PER_PARTICIPANT, MAX_TRACKS_PER_PARTICIPANT};
-use orelay_proto::{
-    ParticipantId, RejectReason, RosterParticipant, ServerMessage, TrackId, TrackInfo,
-};
+use orelay_proto::{ErrorCode, ParticipantId, ServerMessage, TrackId, TrackInfo};
 
+use super::moderation::{Member, Moderation, Passcode};
 use crate::error::{PeerMisbehaved, RelayLimit, SessionError};
 
 /// The fewest milliseconds between two keyframe requests forwarded for one track layer:
@@ -32,6 +30,13 @@ pub enum Action {
         to: ParticipantId,
         /// The message.
         msg: ServerMessage,
+    },
+    /// Close a participant's connection (removed by a host, or denied entry).
+    Close {
+        /// Whose connection.
+        to: ParticipantId,
+        /// The close code.
+        code: ErrorCode,
     },
 }
 
@@ -63,7 +68,7 @@ impl RouteVersion {
         self.0.load(Ordering::Acquire)
     }
 
-    fn bump(&self) {
+    pub(super) fn bump(&self) {
         self.0.fetch_add(1, Ordering::AcqRel);
     }
 }
@@ -107,48 +112,47 @@ impl Eq for RouteVersion {}
 
 /// A track as the meeting knows it.
 #[derive(Debug, Clone)]
-struct Track {
-    info: TrackInfo,
-    version: RouteVersion,
+pub(super) struct Track {
+    pub(super) info: TrackInfo,
+    pub(super) version: RouteVersion,
     /// Subscriber → chosen layer.
-    subscribers: BTreeMap<ParticipantId, u8>,
+    pub(super) subscribers: BTreeMap<ParticipantId, u8>,
     /// When a keyframe was last requested, per layer.
     last_keyframe_request: [Option<Instant>; orelay_proto::limits::MAX_LAYERS as usize],
+    /// A host stopped forwarding it: its media is read and dropped.
+    pub(super) stopped: bool,
 }
 
 #[derive(Debug, Clone)]
-struct Participant {
-    info: Bytes,
-    tracks: BTreeMap<TrackId, Track>,
+pub(super) struct Participant {
+    pub(super) info: Bytes,
+    pub(super) keys: Bytes,
+    pub(super) member: Member,
+    pub(super) tracks: BTreeMap<TrackId, Track>,
     /// (publisher, track) pairs this participant receives.
-    subscriptions: BTreeSet<(ParticipantId, TrackId)>,
+    pub(super) subscriptions: BTreeSet<(ParticipantId, TrackId)>,
 }
 
 /// One meeting's state. See the module docs.
 #[derive(Debug)]
 pub struct Meeting {
-    passcode_digest: [u8; 32],
-    limits: MeetingLimits,
-    participants: BTreeMap<ParticipantId, Participant>,
-    next_participant: ParticipantId,
-}
-
-/// A digest of a passcode; meetings keep only this, and compare digests.
-pub fn passcode_digest(passcode: &str) -> [u8; 32] {
-    let d = ring::digest::digest(&ring::digest::SHA256, passcode.as_bytes());
-    let mut out = [0u8; 32];
-    out.copy_from_slice(d.as_ref());
-    out
+    pub(super) passcode: Passcode,
+    pub(super) limits: MeetingLimits,
+    pub(super) participants: BTreeMap<ParticipantId, Participant>,
+    pub(super) next_participant: ParticipantId,
+    pub(super) moderation: Moderation,
 }
 
 impl Meeting {
-    /// A new, empty meeting whose passcode is `passcode` (set by its first participant).
+    /// A new, empty meeting whose passcode is `passcode` (set by the join that
+    /// creates it, which must be a host's), kept only as a salted hash.
     pub fn new(passcode: &str, limits: MeetingLimits) -> Self {
         Self {
-            passcode_digest: passcode_digest(passcode),
+            passcode: Passcode::new(passcode),
             limits,
             participants: BTreeMap::new(),
             next_participant: 1,
+            moderation: Moderation::default(),
         }
     }
 
@@ -159,68 +163,14 @@ impl Meeting {
 
     /// Whether nobody is present (the meeting can be removed).
     pub fn is_empty(&self) -> bool {
-        self.participants.is_empty()
+        self.participants.is_empty() && self.waiting_len() == 0
     }
 
-    /// Admits a participant if the passcode matches and there is room. On success the
-    /// actions tell the newcomer who is present and with which tracks, and tell
-    /// everyone else about the newcomer.
-    pub fn join(
-        &mut self,
-        passcode: &str,
-        info: Bytes,
-    ) -> Result<(ParticipantId, Vec<Action>), RejectReason> {
-        if passcode_digest(passcode) != self.passcode_digest {
-            return Err(RejectReason::BAD_PASSCODE);
-        }
-        if self.participants.len() >= self.limits.max_participants {
-            return Err(RejectReason::MEETING_FULL);
-        }
-        let id = self.next_participant;
-        self.next_participant += 1;
-
-        let mut actions = vec![Action::Send {
-            to: id,
-            msg: ServerMessage::JoinResult(JoinOutcome::Admitted { participant: id }),
-        }];
-        for (&other, p) in &self.participants {
-            actions.push(Action::Send {
-                to: id,
-                msg: ServerMessage::ParticipantJoined(RosterParticipant {
-                    participant: other,
-                    info: p.info.clone(),
-                }),
-            });
-            for t in p.tracks.values() {
-                actions.push(Action::Send {
-                    to: id,
-                    msg: ServerMessage::TrackPublished {
-                        participant: other,
-                        info: t.info,
-                    },
-                });
-            }
-        }
-        let announce = ServerMessage::ParticipantJoined(RosterParticipant {
-            participant: id,
-            info: info.clone(),
-        });
-        actions.extend(self.broadcast(id, announce));
-        self.participants.insert(
-            id,
-            Participant {
-                info,
-                tracks: BTreeMap::new(),
-                subscriptions: BTreeSet::new(),
-            },
-        );
-        Ok((id, actions))
-    }
-
-    /// Removes a participant with its tracks and subscriptions, telling everyone else.
+    /// Removes a participant (or a waiting joiner) with its tracks and subscriptions,
+    /// telling everyone else.
     pub fn leave(&mut self, id: ParticipantId) -> Vec<Action> {
         let Some(gone) = self.participants.remove(&id) else {
-            return Vec::new();
+            return self.leave_waiting_room(id);
         };
         for (publisher, track) in gone.subscriptions {
             if let Some(t) = self.track_mut(publisher, track) {
@@ -252,6 +202,8 @@ impl Meeting {
         if info.layers == 0 || info.layers > orelay_proto::limits::MAX_LAYERS {
             return Err(PeerMisbehaved::UnexpectedMessage("track layers out of range").into());
         }
+        self.may_publish(id, info.kind)
+            .map_err(SessionError::Refused)?;
         let p = self.participant_mut(id)?;
         if p.tracks.contains_key(&info.track) {
             return Err(PeerMisbehaved::DuplicateTrack.into());
@@ -266,6 +218,7 @@ impl Meeting {
                 version: RouteVersion::default(),
                 subscribers: BTreeMap::new(),
                 last_keyframe_request: Default::default(),
+                stopped: false,
             },
         );
         Ok(self.broadcast(
@@ -422,7 +375,12 @@ impl Meeting {
             return Route::Invalid;
         }
         Route::Deliver {
-            targets: self.subscribers(publisher, track, layer).collect(),
+            // A stopped track's media is read and dropped: the one mute a relay can enforce.
+            targets: if t.stopped {
+                Vec::new()
+            } else {
+                self.subscribers(publisher, track, layer).collect()
+            },
             version: t.version.clone(),
             generation: t.version.get(),
         }
@@ -446,20 +404,27 @@ impl Meeting {
             .map(|(&id, _)| id)
     }
 
-    fn participant_mut(&mut self, id: ParticipantId) -> Result<&mut Participant, SessionError> {
+    pub(super) fn participant_mut(
+        &mut self,
+        id: ParticipantId,
+    ) -> Result<&mut Participant, SessionError> {
         self.participants
             .get_mut(&id)
             .ok_or(PeerMisbehaved::UnexpectedMessage("participant not in meeting").into())
     }
 
-    fn track_mut(&mut self, publisher: ParticipantId, track: TrackId) -> Option<&mut Track> {
+    pub(super) fn track_mut(
+        &mut self,
+        publisher: ParticipantId,
+        track: TrackId,
+    ) -> Option<&mut Track> {
         self.participants
             .get_mut(&publisher)?
             .tracks
             .get_mut(&track)
     }
 
-    fn broadcast(&self, except: ParticipantId, msg: ServerMessage) -> Vec<Action> {
+    pub(super) fn broadcast(&self, except: ParticipantId, msg: ServerMessage) -> Vec<Action> {
         self.participants
             .keys()
             .filter(|&&p| p != except)

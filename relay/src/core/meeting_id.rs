@@ -33,6 +33,11 @@ impl MeetingId {
     pub fn as_bytes(&self) -> &[u8] {
         self.0.as_bytes()
     }
+
+    /// The ID (to compare with a token's claim; never for logs).
+    pub fn as_str(&self) -> &str {
+        &self.0
+    }
 }
 
 /// Why a join could not go ahead before the meeting itself was consulted.

@@ -8,12 +8,15 @@
 
 pub mod group;
 pub mod group_header;
+pub mod guard;
 pub mod meeting;
 pub mod meeting_id;
+pub mod moderation;
 pub mod outbox;
 pub mod ratelimit;
 pub mod routing;
 pub mod subscriber;
+pub mod token;
 pub mod waiting;
 
 #[cfg(test)]
@@ -22,9 +25,11 @@ mod sim;
 pub use group::{DropCause, GroupBuffer, Lag, Read, ReaderId, ResetCause};
 pub use meeting::{Action, Meeting, MeetingLimits, Route, RouteVersion, Transport};
 pub use meeting_id::{JoinError, MeetingId};
+pub use moderation::{JoinRequest, Member, Placement};
 pub use ratelimit::{RateLimit, TokenBucket};
 pub use routing::{
     stream_priority, FanoutLimits, Grace, OpenGroups, Opened, PublishGrace, PUBLISH_GRACE,
 };
 pub use subscriber::{plan_drops, Backlog, GroupDrop, QueueLimits, TrackKey, POLICY_INTERVAL};
+pub use token::{Grant, KindSet, TokenVerifier};
 pub use waiting::Waiting;

@@ -178,6 +178,7 @@ mod tests {
         ServerMessage::ParticipantJoined(RosterParticipant {
             participant: p,
             info: Bytes::new(),
+            ..RosterParticipant::default()
         })
     }
 

@@ -58,16 +58,23 @@ impl TokenBucket {
 
     /// Takes a token at `now` if there is one; otherwise says when there will be.
     pub fn take(&mut self, now: Instant) -> Result<(), Instant> {
+        self.take_n(now, 1)
+    }
+
+    /// Takes `n` tokens at once (at most a full burst: a cost above the burst costs the
+    /// whole burst), or says when they will be there.
+    pub fn take_n(&mut self, now: Instant, n: u32) -> Result<(), Instant> {
         self.refill(now);
-        if self.micro_tokens >= MICRO {
-            self.micro_tokens -= MICRO;
+        let cost = u64::from(n.min(self.limit.burst).max(1)) * MICRO;
+        if self.micro_tokens >= cost {
+            self.micro_tokens -= cost;
             return Ok(());
         }
         if self.limit.per_second == 0 {
             // Never refills: the answer is "not within any sensible wait".
             return Err(now + Duration::from_secs(3600));
         }
-        let missing = MICRO - self.micro_tokens;
+        let missing = cost - self.micro_tokens;
         let wait_us = missing.div_ceil(u64::from(self.limit.per_second));
         Err(now + Duration::from_micros(wait_us))
     }

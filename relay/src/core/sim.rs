@@ -293,7 +293,14 @@ impl Sim {
     /// Joins a meeting; the meeting's actions are delivered to the clients' inboxes.
     fn join(&mut self, meeting: usize, passcode: &str) -> Result<Who, RejectReason> {
         let info = Bytes::from(format!("client {}", self.clients.len()));
-        let (id, actions) = self.meetings[meeting].join(passcode, info.clone())?;
+        let request = crate::core::JoinRequest {
+            passcode: passcode.to_owned(),
+            info: info.clone(),
+            keys: Bytes::new(),
+            grant: participant_grant(),
+        };
+        let (placement, actions) = self.meetings[meeting].join(request)?;
+        let id = placement.id();
         let who = Who { meeting, id };
         let client = Client {
             info,
@@ -588,7 +595,10 @@ impl Sim {
 
     /// Hands a meeting's actions to its clients; publishers may answer keyframe requests.
     fn deliver(&mut self, meeting: usize, actions: Vec<Action>) {
-        for Action::Send { to, msg } in actions {
+        for action in actions {
+            let Action::Send { to, msg } = action else {
+                continue;
+            };
             let who = Who { meeting, id: to };
             if let ServerMessage::KeyframeRequest { track, layer } = msg {
                 for s in &mut self.sources {
@@ -601,5 +611,18 @@ impl Sim {
             assert!(client.present, "message to {who:?}, who left");
             client.inbox.push((self.now, msg));
         }
+    }
+}
+
+/// What the simulator's joiners hold: an ordinary participant's grant that requires
+/// the passcode (as an open-mode join without the host secret does).
+pub(super) fn participant_grant() -> crate::core::Grant {
+    crate::core::Grant {
+        identity: String::new(),
+        token_id: String::new(),
+        role: orelay_proto::Role::Participant,
+        publish: crate::core::KindSet::ALL,
+        passcode_required: true,
+        waiting_room: false,
     }
 }

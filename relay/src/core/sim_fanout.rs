@@ -347,7 +347,10 @@ impl Sim {
         if need_keyframe {
             let meeting = &mut self.meetings[who.meeting];
             let actions = meeting.request_keyframe(key.publisher, key.track, key.layer, self.now);
-            for Action::Send { to, msg } in &actions {
+            for action in &actions {
+                let Action::Send { to, msg } = action else {
+                    panic!("a keyframe request closed a connection");
+                };
                 assert_eq!(
                     *to, key.publisher,
                     "a keyframe request went to someone else"

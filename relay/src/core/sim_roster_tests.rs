@@ -19,13 +19,23 @@ fn meeting(sim: &mut Sim, max_participants: usize) -> usize {
 fn admitted(who: Who) -> ServerMessage {
     ServerMessage::JoinResult(JoinOutcome::Admitted {
         participant: who.id,
+        role: orelay_proto::Role::Participant,
     })
+}
+
+/// What every newcomer learns right after its admission: the meeting is open to all.
+fn policy() -> ServerMessage {
+    ServerMessage::MeetingPolicy {
+        locked: false,
+        share: orelay_proto::SharePolicy::Anyone,
+    }
 }
 
 fn joined(sim: &Sim, who: Who) -> ServerMessage {
     ServerMessage::ParticipantJoined(RosterParticipant {
         participant: who.id,
         info: sim.client(who).info.clone(),
+        ..RosterParticipant::default()
     })
 }
 
@@ -67,12 +77,15 @@ fn a_newcomer_is_admitted_and_learns_who_is_present_and_what_they_publish() {
 
     let camera = published(&sim, alice, 1);
     let (a, b, c) = (joined(&sim, alice), joined(&sim, bob), joined(&sim, carol));
-    assert_eq!(sim.inbox(alice), [admitted(alice), b.clone(), c.clone()]);
+    assert_eq!(
+        sim.inbox(alice),
+        [admitted(alice), policy(), b.clone(), c.clone()]
+    );
     assert_eq!(
         sim.inbox(bob),
-        [admitted(bob), a.clone(), camera.clone(), c]
+        [admitted(bob), policy(), a.clone(), camera.clone(), c]
     );
-    assert_eq!(sim.inbox(carol), [admitted(carol), a, camera, b]);
+    assert_eq!(sim.inbox(carol), [admitted(carol), policy(), a, camera, b]);
 }
 
 #[test]
@@ -90,7 +103,10 @@ fn the_wrong_passcode_is_rejected_and_a_full_meeting_turns_newcomers_away() {
     // A guesser learns nothing about the meeting from a full one.
     assert_eq!(sim.join(m, "guess"), Err(RejectReason::BAD_PASSCODE));
     // Nobody hears of rejected attempts.
-    assert_eq!(sim.inbox(alice), [admitted(alice), joined(&sim, bob)]);
+    assert_eq!(
+        sim.inbox(alice),
+        [admitted(alice), policy(), joined(&sim, bob)]
+    );
     assert_eq!(sim.meetings[m].len(), 2);
 
     sim.leave(bob);

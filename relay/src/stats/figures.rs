@@ -122,6 +122,22 @@ label_enum! {
         Timeout => "timeout",
         /// Over the relay's join rate: answered `Overloaded` with a retry time.
         Overloaded => "overloaded",
+        /// Too many attempts from this source or on this meeting: answered `Throttled`.
+        Throttled => "throttled",
+        /// Placed in the meeting's waiting room.
+        Waiting => "waiting",
+        /// Rejected: the meeting is locked.
+        Locked => "locked",
+        /// Rejected: the token does not allow this relay's region.
+        Region => "region",
+        /// Rejected: a host removed this token or identity.
+        Removed => "removed",
+        /// Rejected: the token is invalid (signature, key, meeting, claims).
+        TokenInvalid => "token_invalid",
+        /// Rejected: the token has expired or is not yet valid.
+        TokenExpired => "token_expired",
+        /// Rejected: a required credential is missing.
+        NotAllowed => "not_allowed",
     }
 }
 
@@ -134,6 +150,12 @@ impl JoinResult {
             RejectReason::UNSUPPORTED_VERSION => JoinResult::UnsupportedVersion,
             RejectReason::MEETING_FULL => JoinResult::MeetingFull,
             RejectReason::TOO_MANY_MEETINGS => JoinResult::TooManyMeetings,
+            RejectReason::LOCKED => JoinResult::Locked,
+            RejectReason::REGION => JoinResult::Region,
+            RejectReason::REMOVED => JoinResult::Removed,
+            RejectReason::TOKEN_INVALID => JoinResult::TokenInvalid,
+            RejectReason::TOKEN_EXPIRED => JoinResult::TokenExpired,
+            RejectReason::NOT_ALLOWED => JoinResult::NotAllowed,
             _ => JoinResult::OtherRejection,
         }
     }
@@ -322,7 +344,7 @@ impl RelayStats {
     pub fn count_join(&self, result: JoinResult) {
         match result {
             JoinResult::Admitted => self.joins_admitted.fetch_add(1, Relaxed),
-            JoinResult::Timeout | JoinResult::Overloaded => 0,
+            JoinResult::Timeout | JoinResult::Overloaded | JoinResult::Waiting => 0,
             _ => self.joins_rejected.fetch_add(1, Relaxed),
         };
         self.figures.joins[result.index()].fetch_add(1, Relaxed);

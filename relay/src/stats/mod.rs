@@ -35,6 +35,13 @@ pub struct RelayStats {
     pub(crate) unjoined_evicted: AtomicU64,
     pub(crate) retries_sent: AtomicU64,
     pub(crate) joins_overloaded: AtomicU64,
+    pub(crate) joins_throttled: AtomicU64,
+    pub(crate) at_risk_total: AtomicU64,
+    pub(crate) meetings_at_risk: AtomicI64,
+    pub(crate) key_messages: AtomicU64,
+    pub(crate) key_message_bytes: AtomicU64,
+    pub(crate) requests_refused: AtomicU64,
+    pub(crate) host_actions: AtomicU64,
     closes: Mutex<BTreeMap<&'static str, u64>>,
     /// Telemetry's labelled counters, histograms and readiness flag.
     pub(crate) figures: figures::Figures,
@@ -101,6 +108,20 @@ pub struct StatsSnapshot {
     pub joins_overloaded: u64,
     /// QUIC/TLS handshakes that failed (wrong ALPN, TLS failure).
     pub handshake_failures: u64,
+    /// Joins answered `Throttled` (too many attempts from a source or on a meeting).
+    pub joins_throttled: u64,
+    /// Times a meeting crossed the at-risk threshold of failed join attempts.
+    pub at_risk_total: u64,
+    /// Meetings currently flagged at risk.
+    pub meetings_at_risk: i64,
+    /// Key messages forwarded (counted once per recipient).
+    pub key_messages: u64,
+    /// Key-message bytes forwarded (once per recipient).
+    pub key_message_bytes: u64,
+    /// Requests answered `Refused` (the connection stayed open).
+    pub requests_refused: u64,
+    /// Host actions carried out.
+    pub host_actions: u64,
     /// Connections the relay closed, by close code name.
     pub closes: BTreeMap<&'static str, u64>,
 }
@@ -144,6 +165,13 @@ impl RelayStats {
             retries_sent: self.retries_sent.load(Relaxed),
             joins_overloaded: self.joins_overloaded.load(Relaxed),
             handshake_failures: self.figures.handshake_failures.load(Relaxed),
+            joins_throttled: self.joins_throttled.load(Relaxed),
+            at_risk_total: self.at_risk_total.load(Relaxed),
+            meetings_at_risk: self.meetings_at_risk.load(Relaxed),
+            key_messages: self.key_messages.load(Relaxed),
+            key_message_bytes: self.key_message_bytes.load(Relaxed),
+            requests_refused: self.requests_refused.load(Relaxed),
+            host_actions: self.host_actions.load(Relaxed),
             closes: self.closes.lock().map(|c| c.clone()).unwrap_or_default(),
         }
     }

@@ -268,7 +268,7 @@ impl RelayEndpoints {
                 f.group_drop_bytes[i].load(Relaxed),
             );
         }
-        let relay_counters: [(&str, &str, u64); 8] = [
+        let relay_counters: [(&str, &str, u64); 14] = [
             (
                 "orelay_groups_reset_idle_total",
                 "Groups reset because no bytes arrived within the group idle timeout.",
@@ -309,10 +309,47 @@ impl RelayEndpoints {
                 "Joins answered Overloaded because the relay was over its join rate.",
                 s.joins_overloaded,
             ),
+            (
+                "orelay_joins_throttled_total",
+                "Join attempts answered Throttled: too many from one source or on one meeting ID.",
+                s.joins_throttled,
+            ),
+            (
+                "orelay_meetings_at_risk_total",
+                "Times a meeting crossed the threshold of failed join attempts in a window.",
+                s.at_risk_total,
+            ),
+            (
+                "orelay_key_messages_total",
+                "End-to-end key messages forwarded, once per recipient.",
+                s.key_messages,
+            ),
+            (
+                "orelay_key_message_bytes_total",
+                "End-to-end key-message bytes forwarded, once per recipient.",
+                s.key_message_bytes,
+            ),
+            (
+                "orelay_requests_refused_total",
+                "Requests answered Refused (viewer publishing, non-host action, ...); the connection stays open.",
+                s.requests_refused,
+            ),
+            (
+                "orelay_host_actions_total",
+                "Host actions carried out (admit, deny, lock, remove, stop track, share policy).",
+                s.host_actions,
+            ),
         ];
         for (name, help, value) in relay_counters {
             set_counter(name, Unit::Count, help, none(), value);
         }
+        set_gauge(
+            "orelay_meetings_at_risk",
+            Unit::Count,
+            "Meetings flagged at risk whose failed-attempt window is still open.",
+            none(),
+            s.meetings_at_risk as f64,
+        );
         set_gauge(
             "orelay_subscriber_streams_open",
             Unit::Count,

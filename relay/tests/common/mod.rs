@@ -9,12 +9,14 @@ pub mod process;
 
 use std::net::SocketAddr;
 use std::sync::atomic::{AtomicI64, Ordering::Relaxed};
-use std::sync::Arc;
+use std::sync::{Arc, OnceLock};
 use std::time::Duration;
 
 use bytes::Bytes;
 use orelay_client::{parse_fingerprint, Client, Session};
-use orelay_proto::{ParticipantId, ServerMessage, TrackInfo, TrackKind};
+use orelay_proto::{Credential, ParticipantId, Role, ServerMessage, TrackInfo, TrackKind};
+use orelay_relay::config::TokenKey;
+use orelay_relay::core::token::{unix_now, Claims, SigningKey};
 use orelay_relay::{Config, Relay, RelayStats, RunningRelay};
 
 /// The audio track every test participant publishes.
@@ -33,12 +35,38 @@ pub const VIDEO: TrackInfo = TrackInfo {
     priority: 100,
 };
 
-/// A relay configuration for tests: loopback, ephemeral port.
+/// The token-signing key of this test process (the operator's meeting service).
+pub fn signing_key() -> &'static SigningKey {
+    static KEY: OnceLock<SigningKey> = OnceLock::new();
+    KEY.get_or_init(|| SigningKey::generate(Some("test")).unwrap())
+}
+
+/// A signed token for `meeting` with `role`, valid for an hour, publishing anything.
+pub fn token(meeting: &str, identity: &str, role: Role) -> String {
+    let claims = Claims::new(meeting, identity, role, unix_now(), 3600);
+    signing_key().mint(&claims).unwrap()
+}
+
+/// A host token for `meeting` as a credential (what the tests' clients join with).
+pub fn credential(meeting: &str) -> Credential {
+    Credential::Token(token(meeting, "test-host", Role::Host))
+}
+
+/// A relay configuration for tests: loopback, ephemeral port, signed join tokens
+/// verified with [`signing_key`]'s public key.
 pub fn config() -> Config {
-    Config {
+    let mut config = Config {
         listen: SocketAddr::from(([127, 0, 0, 1], 0)),
         ..Config::default()
-    }
+    };
+    config.admission.token_keys = vec![TokenKey {
+        kid: signing_key().kid().to_owned(),
+        public_key: signing_key().public_key().to_owned(),
+    }];
+    // Every test client shares 127.0.0.1: only the brute-force tests tighten these.
+    config.admission.attempts_per_source_per_minute = 1_000_000;
+    config.admission.attempts_per_meeting_per_minute = 1_000_000;
+    config
 }
 
 /// Starts a relay in this runtime and a client endpoint that pins its certificate.
@@ -48,10 +76,13 @@ pub fn start(config: Config) -> (RunningRelay, Client) {
     (relay, client)
 }
 
-/// A client endpoint with custom transport settings for `relay`.
+/// A client endpoint with custom transport settings for `relay`, whose joins carry a
+/// host token for the meeting (see [`credential`]).
 pub fn client_for(relay: &RunningRelay, transport: quinn::TransportConfig) -> Client {
     let pin = parse_fingerprint(&relay.fingerprint).unwrap();
-    Client::with_transport(SocketAddr::from(([127, 0, 0, 1], 0)), pin, transport).unwrap()
+    Client::with_transport(SocketAddr::from(([127, 0, 0, 1], 0)), pin, transport)
+        .unwrap()
+        .with_credentials(Arc::new(credential))
 }
 
 /// A valid meeting ID for meeting number `n`.
@@ -158,6 +189,8 @@ pub fn raw_join(m: u32) -> Vec<u8> {
         meeting_id: meeting_id(m),
         passcode: "pw".into(),
         info: Bytes::new(),
+        credential: credential(&meeting_id(m)),
+        keys: Bytes::new(),
     }
     .to_bytes()
     .to_vec()

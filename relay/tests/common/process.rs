@@ -39,7 +39,14 @@ impl RelayProcess {
             std::process::id(),
             super::netlab::unique()
         ));
+        // The tests' admission: their signing key, and no per-address attempt limit
+        // (every test client shares one address).
+        let key = super::signing_key();
+        let token_key = format!("{}={}", key.kid(), key.public_key());
         let mut child = cmd
+            .args(["--token-key", &token_key])
+            .args(["--attempts-per-source-per-minute", "1000000"])
+            .args(["--attempts-per-meeting-per-minute", "1000000"])
             .args(args)
             .env("RUST_LOG", "info")
             .stdout(Stdio::piped())
@@ -66,10 +73,18 @@ impl RelayProcess {
         }
     }
 
-    /// A client endpoint bound to `bind` that pins this relay's certificate.
+    /// A client endpoint bound to `bind` that pins this relay's certificate and joins
+    /// with the tests' credentials.
     pub fn client(&self, bind: SocketAddr) -> Client {
+        self.client_with(bind, orelay_client::default_transport())
+    }
+
+    /// Like [`RelayProcess::client`] with custom transport settings.
+    pub fn client_with(&self, bind: SocketAddr, transport: quinn::TransportConfig) -> Client {
         let pin = parse_fingerprint(&self.fingerprint).unwrap();
-        Client::new(bind, pin).unwrap()
+        Client::with_transport(bind, pin, transport)
+            .unwrap()
+            .with_credentials(std::sync::Arc::new(super::credential))
     }
 
     /// The process's resident set size in KiB.

@@ -118,8 +118,23 @@ impl Stats {
 fn endpoints(count: usize, fingerprint: [u8; 32]) -> anyhow::Result<Vec<Client>> {
     let bind = SocketAddr::from(([127, 0, 0, 1], 0));
     (0..count.div_ceil(PER_ENDPOINT).max(1))
-        .map(|_| Client::new(bind, fingerprint).context("client endpoint"))
+        .map(|_| {
+            Client::new(bind, fingerprint)
+                .map(with_host_secret)
+                .context("client endpoint")
+        })
         .collect()
+}
+
+/// Joins carry `ORELAY_HOST_SECRET` when it is set: the bench runs the relay in open
+/// mode (token minting is not what it measures).
+pub fn with_host_secret(client: Client) -> Client {
+    match std::env::var("ORELAY_HOST_SECRET") {
+        Ok(secret) => client.with_credentials(std::sync::Arc::new(move |_: &str| {
+            orelay_proto::Credential::HostSecret(secret.clone())
+        })),
+        Err(_) => client,
+    }
 }
 
 /// Keeps a session alive and drains its control events until the connection ends.

@@ -26,7 +26,7 @@ pub async fn run(args: IdleArgs) -> anyhow::Result<serde_json::Value> {
     };
     let bind = std::net::SocketAddr::from(([127, 0, 0, 1], 0));
     let clients = (0..args.participants.div_ceil(PER_ENDPOINT).max(1))
-        .map(|_| orelay_client::Client::new(bind, fingerprint))
+        .map(|_| orelay_client::Client::new(bind, fingerprint).map(super::cell::with_host_secret))
         .collect::<Result<Vec<_>, _>>()?;
     sleep(Duration::from_millis(500)).await;
     let before = target.sample()?;

@@ -13,6 +13,10 @@ use serde::Deserialize;
 
 use crate::core::{FanoutLimits, MeetingLimits, QueueLimits, RateLimit};
 
+mod admission;
+
+pub use admission::{AdmissionConfig, AdmissionMode, TokenKey};
+
 /// The relay's settings. The TOML file uses the same field names.
 #[derive(Debug, Clone, PartialEq, Eq, Deserialize)]
 #[serde(default, deny_unknown_fields)]
@@ -66,6 +70,8 @@ pub struct Config {
     /// `None` (`"off"` in TOML and flags) serves none.
     #[serde(deserialize_with = "deserialize_metrics_addr")]
     pub metrics_addr: Option<SocketAddr>,
+    /// How joins are authenticated and limited (`[admission]`).
+    pub admission: AdmissionConfig,
 }
 
 /// The default metrics listener: loopback only, Prometheus's exporter port range.
@@ -124,6 +130,7 @@ impl Default for Config {
             pressure_join_timeout_ms: 2_000,
             max_join_rate: 5_000,
             metrics_addr: Some(DEFAULT_METRICS_ADDR),
+            admission: AdmissionConfig::default(),
         }
     }
 }
@@ -133,8 +140,11 @@ impl Default for Config {
 /// With no arguments it serves on 127.0.0.1:4443 with a fresh self-signed certificate
 /// and prints the certificate's SHA-256 fingerprint for clients to pin.
 #[derive(Debug, Parser)]
-#[command(version, about, long_about = None)]
+#[command(version, about, long_about = None, args_conflicts_with_subcommands = true)]
 pub struct Cli {
+    /// A tool instead of serving: `keygen` or `token create`.
+    #[command(subcommand)]
+    pub tool: Option<crate::tools::Tool>,
     /// TOML file with any of the settings below (flags and environment override it).
     #[arg(long, env = "ORELAY_CONFIG")]
     pub config: Option<PathBuf>,
@@ -204,6 +214,30 @@ pub struct Cli {
     /// TCP address for /metrics, /healthz and /readyz, or "off" [default: 127.0.0.1:9464].
     #[arg(long, env = "ORELAY_METRICS_ADDR", value_name = "ADDR|off")]
     pub metrics_addr: Option<MetricsAddr>,
+    /// How joins are authenticated: token (signed join tokens) or open (development only) [default: token].
+    #[arg(long, env = "ORELAY_ADMISSION_MODE")]
+    pub admission_mode: Option<AdmissionMode>,
+    /// A public key accepted for join tokens, as KID=PUBLIC_KEY (base64url, from `relay keygen`);
+    /// repeat for rotation. Adds to the file's keys.
+    #[arg(long = "token-key", env = "ORELAY_TOKEN_KEYS", value_delimiter = ',')]
+    pub token_keys: Vec<TokenKey>,
+    /// This relay's region; tokens whose regions exclude it are refused [default: none].
+    #[arg(long, env = "ORELAY_REGION")]
+    pub region: Option<String>,
+    /// Open mode only: the secret that creates a meeting and makes its bearer host
+    /// (at least 16 characters). Prefer the environment variable.
+    #[arg(long, env = "ORELAY_HOST_SECRET", hide_env_values = true)]
+    pub host_secret: Option<String>,
+    /// Open mode only: joiners without the host secret wait for a host to admit them.
+    #[arg(long)]
+    pub waiting_room: bool,
+    /// Join attempts per minute from one source address (IPv6: per /64) [default: 600].
+    /// Raise it for a load generator whose clients share one address.
+    #[arg(long, env = "ORELAY_ATTEMPTS_PER_SOURCE_PER_MINUTE")]
+    pub attempts_per_source_per_minute: Option<u32>,
+    /// Join attempts per minute on one meeting ID [default: 3000].
+    #[arg(long, env = "ORELAY_ATTEMPTS_PER_MEETING_PER_MINUTE")]
+    pub attempts_per_meeting_per_minute: Option<u32>,
 }
 
 impl Config {
@@ -255,6 +289,24 @@ impl Config {
         );
         if let Some(MetricsAddr(addr)) = cli.metrics_addr {
             c.metrics_addr = addr;
+        }
+        let a = &mut c.admission;
+        if let Some(mode) = cli.admission_mode {
+            a.mode = mode;
+        }
+        a.token_keys.extend(cli.token_keys.iter().cloned());
+        if let Some(region) = &cli.region {
+            a.region.clone_from(region);
+        }
+        if let Some(secret) = &cli.host_secret {
+            a.host_secret.clone_from(secret);
+        }
+        a.waiting_room |= cli.waiting_room;
+        if let Some(n) = cli.attempts_per_source_per_minute {
+            a.attempts_per_source_per_minute = n;
+        }
+        if let Some(n) = cli.attempts_per_meeting_per_minute {
+            a.attempts_per_meeting_per_minute = n;
         }
         c.validate()?;
         Ok(c)
@@ -310,7 +362,7 @@ impl Config {
         if self.cert.is_some() != self.key.is_some() {
             bail!("cert and key must be given together");
         }
-        Ok(())
+        self.admission.validate()
     }
 
     /// The per-subscriber queue limits these settings imply.
@@ -350,38 +402,50 @@ impl Config {
 mod tests {
     use super::*;
 
+    /// A minimal valid `[admission]` table (open mode) to append to test documents.
+    const OPEN: &str = "\n[admission]\nmode = \"open\"\nhost_secret = \"0123456789abcdef\"\n";
+
+    fn from_toml(text: &str) -> anyhow::Result<Config> {
+        Config::from_toml(&format!("{text}{OPEN}"))
+    }
+
     #[test]
     fn unknown_field_is_named() {
-        let err = Config::from_toml("queue_byte = 5").unwrap_err().to_string();
+        let err = from_toml("queue_byte = 5").unwrap_err().to_string();
         assert!(err.contains("queue_byte"), "{err}");
     }
 
     #[test]
     fn out_of_range_field_is_named() {
-        let err = Config::from_toml("queue_bytes = 5")
-            .unwrap_err()
-            .to_string();
+        let err = from_toml("queue_bytes = 5").unwrap_err().to_string();
         assert!(err.contains("queue_bytes"), "{err}");
-        let err = Config::from_toml("listen = \"nowhere\"")
-            .unwrap_err()
-            .to_string();
+        let err = from_toml("listen = \"nowhere\"").unwrap_err().to_string();
         assert!(err.contains("listen"), "{err}");
     }
 
     #[test]
     fn metrics_listener_can_be_moved_or_switched_off() {
         assert_eq!(Config::default().metrics_addr, Some(DEFAULT_METRICS_ADDR));
-        let c = Config::from_toml("metrics_addr = \"off\"").unwrap();
+        let c = from_toml("metrics_addr = \"off\"").unwrap();
         assert_eq!(c.metrics_addr, None);
-        let c = Config::from_toml("metrics_addr = \"0.0.0.0:9100\"").unwrap();
+        let c = from_toml("metrics_addr = \"0.0.0.0:9100\"").unwrap();
         assert_eq!(c.metrics_addr, Some(SocketAddr::from(([0, 0, 0, 0], 9100))));
-        let err = Config::from_toml("metrics_addr = \"nine\"")
+        let err = from_toml("metrics_addr = \"nine\"")
             .unwrap_err()
             .to_string();
         assert!(err.contains("metrics_addr"), "{err}");
-        let c = Config::from_cli(&Cli::parse_from(["relay", "--metrics-addr", "off"])).unwrap();
+        let c = Config::from_cli(&Cli::parse_from([
+            "relay",
+            "--metrics-addr",
+            "off",
+            "--admission-mode",
+            "open",
+            "--host-secret",
+            "0123456789abcdef",
+        ]))
+        .unwrap();
         assert_eq!(c.metrics_addr, None);
-        let err = Config::from_toml("listen = \"127.0.0.1:9464\"")
+        let err = from_toml("listen = \"127.0.0.1:9464\"")
             .unwrap_err()
             .to_string();
         assert!(err.contains("metrics_addr"), "{err}");
@@ -394,7 +458,7 @@ mod tests {
         let path = dir.join("relay.toml");
         std::fs::write(
             &path,
-            "queue_bytes = 200000\nmax_connections = 50\nmax_unjoined = 20\n",
+            format!("queue_bytes = 200000\nmax_connections = 50\nmax_unjoined = 20\n{OPEN}"),
         )
         .unwrap();
         let cli = Cli::parse_from([
@@ -419,5 +483,37 @@ mod tests {
         let err = Config::from_cli(&cli).unwrap_err().to_string();
         assert!(err.contains("max_unjoined"), "{err}");
         std::fs::remove_dir_all(&dir).unwrap();
+    }
+
+    #[test]
+    fn admission_needs_keys_or_an_explicit_open_mode_with_a_host_secret() {
+        let err = Config::from_toml("").unwrap_err().to_string();
+        assert!(err.contains("admission.token_keys"), "{err}");
+        let err = Config::from_toml("[admission]\nmode = \"open\"\nhost_secret = \"short\"\n")
+            .unwrap_err()
+            .to_string();
+        assert!(err.contains("admission.host_secret"), "{err}");
+        let err = Config::from_toml(
+            "[admission]\n[[admission.token_keys]]\nkid = \"k\"\npublic_key = \"nope\"\n",
+        )
+        .unwrap_err()
+        .to_string();
+        assert!(err.contains("admission.token_keys"), "{err}");
+        let err = Config::from_toml("[admission]\nmode = \"closed\"\n")
+            .unwrap_err()
+            .to_string();
+        assert!(err.contains("mode"), "{err}");
+        let key = crate::core::token::SigningKey::generate(Some("k1")).unwrap();
+        let c = Config::from_cli(&Cli::parse_from([
+            "relay",
+            "--token-key",
+            &format!("k1={}", key.public_key()),
+            "--region",
+            "eu-west",
+        ]))
+        .unwrap();
+        assert_eq!(c.admission.mode, AdmissionMode::Token);
+        assert_eq!(c.admission.token_keys.len(), 1);
+        assert_eq!(c.admission.region, "eu-west");
     }
 }
