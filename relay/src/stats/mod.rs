@@ -90,10 +90,11 @@ pub struct StatsSnapshot {
     pub grace_waits: u64,
     /// Subscriber group streams open now (one per subscriber per group in flight).
     pub reads_open: i64,
-    /// Groups reset because no bytes arrived within the group idle timeout.
+    /// Groups reset because no bytes arrived within the group idle timeout (also
+    /// streams left inside their group header).
     pub groups_idle: u64,
     /// Groups reset because a newer group of the same track layer passed the
-    /// concurrent-group limit.
+    /// concurrent-group limit, or refused for arriving older than the open ones.
     pub groups_limited: u64,
     /// Control messages that had to wait for the sender's rate limit.
     pub control_throttled: u64,
