@@ -23,16 +23,21 @@ const RSS_BOUND_KIB: i64 = 64 * 1024;
 /// Queued bytes allowed: the legitimate meeting holds at most a group or two.
 const QUEUED_BOUND: i64 = 256 * 1024;
 
-/// UDP datagrams received by this network namespace so far (`/proc/net/snmp`).
-fn udp_in_datagrams() -> u64 {
+/// UDP datagrams that reached a socket of this network namespace so far: delivered
+/// (`InDatagrams`) or dropped at a full receive buffer (`RcvbufErrors`), from
+/// `/proc/net/snmp`.
+fn udp_datagrams_arrived() -> u64 {
     let snmp = std::fs::read_to_string("/proc/net/snmp").unwrap_or_default();
     let mut udp = snmp.lines().filter(|l| l.starts_with("Udp:"));
     let (Some(names), Some(values)) = (udp.next(), udp.next()) else {
         return 0;
     };
-    let at = names.split_whitespace().position(|n| n == "InDatagrams");
-    at.and_then(|i| values.split_whitespace().nth(i)?.parse().ok())
-        .unwrap_or(0)
+    let field = |name: &str| -> u64 {
+        let at = names.split_whitespace().position(|n| n == name);
+        at.and_then(|i| values.split_whitespace().nth(i)?.parse().ok())
+            .unwrap_or(0)
+    };
+    field("InDatagrams") + field("RcvbufErrors")
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
@@ -41,7 +46,7 @@ async fn random_bytes_at_the_udp_port_are_dropped_without_a_trace() {
     let legit = Legit::start(&client, relay.addr, 1).await;
     let peaks = Peaks::start(&relay.stats);
     let before = relay.stats.snapshot();
-    let in_before = udp_in_datagrams();
+    let in_before = udp_datagrams_arrived();
     const DATAGRAMS: u64 = 20_000;
     let junk = tokio::net::UdpSocket::bind("127.0.0.1:0").await.unwrap();
     let mut seed = 0x9e37_79b9_7f4a_7c15u64;
@@ -61,11 +66,11 @@ async fn random_bytes_at_the_udp_port_are_dropped_without_a_trace() {
         }
         junk.send_to(&buf, relay.addr).await.unwrap();
     }
-    let received = udp_in_datagrams() - in_before;
+    let received = udp_datagrams_arrived() - in_before;
     let after = relay.stats.snapshot();
     println!(
-        "random bytes: {DATAGRAMS} datagrams sent, {received} UDP datagrams received \
-         on the host meanwhile; connections accepted {} -> {}",
+        "random bytes: {DATAGRAMS} datagrams sent, {received} UDP datagrams arrived \
+         at the host's sockets meanwhile; connections accepted {} -> {}",
         before.connections_accepted, after.connections_accepted
     );
     // Proof the junk reached a socket (the legitimate meeting's traffic counts too).

@@ -9,10 +9,22 @@ use std::sync::atomic::{AtomicU32, Ordering::Relaxed};
 
 use super::impair::{Fault, Impair};
 
-/// `ip` from iproute2 (Debian: `apt-get install iproute2`).
-pub const IP: &str = "/usr/sbin/ip";
-/// `tc` from iproute2.
-pub const TC: &str = "/usr/sbin/tc";
+/// Where iproute2 (Debian: `apt-get install iproute2`) puts `ip` and `tc`, which may
+/// not be on a test runner's `PATH`.
+const TOOL_DIRS: [&str; 4] = ["/usr/sbin", "/sbin", "/usr/bin", "/bin"];
+
+/// The path of iproute2's `name` (`ip` or `tc`), if installed.
+pub fn tool(name: &str) -> Option<String> {
+    TOOL_DIRS
+        .iter()
+        .map(|d| format!("{d}/{name}"))
+        .find(|p| std::path::Path::new(p).exists())
+}
+
+/// `ip`, or the bare name (for a message) if missing.
+pub fn ip() -> String {
+    tool("ip").unwrap_or_else(|| "ip".into())
+}
 
 /// A number unique within this process.
 pub fn unique() -> u32 {
@@ -39,6 +51,8 @@ pub enum Mode {
 
 /// A namespace with the relay's end of a veth pair.
 pub struct NetLab {
+    ip: String,
+    tc: String,
     /// The namespace's name.
     pub ns: String,
     host_if: String,
@@ -52,9 +66,9 @@ pub struct NetLab {
 impl NetLab {
     /// Creates the namespace and veth pair, or says why not.
     pub fn new() -> Result<NetLab, String> {
-        if !std::path::Path::new(IP).exists() || !std::path::Path::new(TC).exists() {
-            return Err(format!("{IP} or {TC} missing (install iproute2)"));
-        }
+        let (Some(ip), Some(tc)) = (tool("ip"), tool("tc")) else {
+            return Err("`ip` or `tc` missing (install iproute2)".into());
+        };
         // Only root may create namespaces and links here.
         let uid = std::fs::read_to_string("/proc/self/status")
             .ok()
@@ -71,10 +85,12 @@ impl NetLab {
         let (host_if, ns_if) = (format!("orf{p}x{u}h"), format!("orf{p}x{u}n"));
         let relay_ip = Ipv4Addr::new(10, 213, p as u8, (u * 4 + 1) as u8);
         let host_ip = Ipv4Addr::new(10, 213, p as u8, (u * 4 + 2) as u8);
-        if !run(IP, &["netns", "add", &ns]) {
+        if !run(&ip, &["netns", "add", &ns]) {
             return Err(format!("`ip netns add {ns}` failed"));
         }
         let mut lab = NetLab {
+            ip: ip.clone(),
+            tc: tc.clone(),
             ns: ns.clone(),
             host_if: host_if.clone(),
             ns_if: ns_if.clone(),
@@ -82,16 +98,16 @@ impl NetLab {
             mode: Mode::Forwarder,
         };
         let ok = run(
-            IP,
+            &ip,
             &[
                 "link", "add", &host_if, "type", "veth", "peer", "name", &ns_if, "netns", &ns,
             ],
         ) && run(
-            IP,
+            &ip,
             &["addr", "add", &format!("{host_ip}/30"), "dev", &host_if],
-        ) && run(IP, &["link", "set", &host_if, "up"])
+        ) && run(&ip, &["link", "set", &host_if, "up"])
             && run(
-                IP,
+                &ip,
                 &[
                     "-n",
                     &ns,
@@ -102,20 +118,20 @@ impl NetLab {
                     &ns_if,
                 ],
             )
-            && run(IP, &["-n", &ns, "link", "set", &ns_if, "up"])
-            && run(IP, &["-n", &ns, "link", "set", "lo", "up"]);
+            && run(&ip, &["-n", &ns, "link", "set", &ns_if, "up"])
+            && run(&ip, &["-n", &ns, "link", "set", "lo", "up"]);
         if !ok {
             return Err("could not set up the veth pair".into());
         }
         let netem = run(
-            TC,
+            &tc,
             &[
                 "qdisc", "add", "dev", &host_if, "root", "netem", "delay", "0ms",
             ],
         ) && run(
-            IP,
+            &ip,
             &[
-                "netns", "exec", &ns, TC, "qdisc", "add", "dev", &ns_if, "root", "netem", "delay",
+                "netns", "exec", &ns, &tc, "qdisc", "add", "dev", &ns_if, "root", "netem", "delay",
                 "0ms",
             ],
         );
@@ -155,12 +171,12 @@ impl NetLab {
                 let args: Vec<&str> = args.iter().map(String::as_str).collect();
                 let mut host = vec!["qdisc", "change", "dev", &self.host_if, "root", "netem"];
                 host.extend(&args);
-                assert!(run(TC, &host), "tc {host:?}");
+                assert!(run(&self.tc, &host), "tc {host:?}");
                 let mut inner = vec![
                     "netns",
                     "exec",
                     &self.ns,
-                    TC,
+                    &self.tc,
                     "qdisc",
                     "change",
                     "dev",
@@ -169,7 +185,7 @@ impl NetLab {
                     "netem",
                 ];
                 inner.extend(&args);
-                assert!(run(IP, &inner), "ip {inner:?}");
+                assert!(run(&self.ip, &inner), "ip {inner:?}");
             }
         }
     }
@@ -190,7 +206,7 @@ impl NetLab {
 impl Drop for NetLab {
     fn drop(&mut self) {
         // Deleting the namespace deletes its end of the pair, and with it the other.
-        let _ = run(IP, &["netns", "del", &self.ns]);
-        let _ = run(IP, &["link", "del", &self.host_if]);
+        let _ = run(&self.ip, &["netns", "del", &self.ns]);
+        let _ = run(&self.ip, &["link", "del", &self.host_if]);
     }
 }

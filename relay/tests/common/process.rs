@@ -28,7 +28,7 @@ impl RelayProcess {
         let bin = env!("CARGO_BIN_EXE_relay");
         let mut cmd = match netns {
             Some(ns) => {
-                let mut c = Command::new(super::netlab::IP);
+                let mut c = Command::new(super::netlab::ip());
                 c.args(["netns", "exec", ns, bin]);
                 c
             }
