@@ -174,7 +174,7 @@ async fn quic_with_the_wrong_alpn_fails_its_handshake_and_is_counted() {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_join_trickled_a_byte_at_a_time_gets_in_only_within_the_join_deadline() {
     let mut cfg = config();
-    cfg.join_timeout_ms = 1_500;
+    cfg.join_timeout_ms = 3_000;
     let (relay, client) = start(cfg);
     let legit = Legit::start(&client, relay.addr, 1).await;
     let peaks = Peaks::start(&relay.stats);
@@ -194,10 +194,10 @@ async fn a_join_trickled_a_byte_at_a_time_gets_in_only_within_the_join_deadline(
         }
         (send, recv)
     }
-    // A slow but honest trickle (the whole Join within a third of the deadline) is
-    // reassembled and admitted.
+    // A slow but honest trickle (the whole Join paced over a third of the deadline)
+    // is reassembled and admitted.
     let honest = client.connect(relay.addr).await.unwrap();
-    let pace = Duration::from_millis(500 / join.len() as u64);
+    let pace = Duration::from_micros(1_000_000 / join.len() as u64);
     let (_send, mut recv) = trickle(&honest, &join, pace).await;
     let mut decoder = orelay_proto::ControlDecoder::<orelay_proto::ServerMessage>::new();
     let answer = loop {
