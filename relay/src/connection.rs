@@ -214,6 +214,10 @@ async fn join(shared: &Arc<Shared>, conn: &quinn::Connection) -> Result<Session,
     let meeting_key = shared.meeting_key(&meeting_id);
     let checked = shared.guard().check(source, meeting_key, Instant::now());
     if let Err(refusal) = checked {
+        let at_risk = shared.guard().record_refused(meeting_key, Instant::now());
+        if let Some(signal) = at_risk {
+            raise_at_risk(shared, &meeting_id, signal.failed_attempts);
+        }
         // Brute force is slowed, not served: no token check, no meeting lookup.
         shared.stats.joins_throttled.fetch_add(1, Relaxed);
         shared.stats.count_join(JoinResult::Throttled);

@@ -15,6 +15,8 @@ use socket2::{Domain, Protocol, Socket, Type};
 use tokio::sync::{oneshot, Semaphore};
 use tracing::{info, warn};
 
+use crate::core::guard::SourceKey;
+
 use crate::config::Config;
 use crate::connection::Admission;
 use crate::core::Waiting;
@@ -206,6 +208,16 @@ impl Relay {
             return;
         };
         let source = incoming.remote_address().ip();
+        // A source backing off after failed joins was told how long to wait; until
+        // then it is refused at the door, before any handshake work.
+        let backing_off = shared
+            .guard()
+            .backing_off(SourceKey::from(source), std::time::Instant::now());
+        if backing_off {
+            shared.stats.count_refused(RefuseReason::Backoff);
+            incoming.refuse();
+            return;
+        }
         let mut book = self.waiting.lock().unwrap_or_else(|p| p.into_inner());
         let pressure = book.under_pressure();
         if pressure && !incoming.remote_address_validated() {

@@ -87,7 +87,9 @@ impl Default for GuardLimits {
             free_failures: 3,
             backoff_base: Duration::from_millis(500),
             backoff_max: Duration::from_secs(300),
-            at_risk_failures: 50,
+            // An honest user mistypes a passcode two or three times; twenty failures
+            // on one meeting within a minute is someone guessing.
+            at_risk_failures: 20,
             at_risk_window: Duration::from_secs(60),
             max_tracked: 100_000,
         }
@@ -255,6 +257,19 @@ impl JoinGuard {
                 s.blocked_until = now + wait;
             }
         }
+        self.count_against(meeting, now)
+    }
+
+    /// Records an attempt turned away before it was checked (over a budget or during
+    /// back-off): not held against the source again, but counted for the meeting, so
+    /// a throttled war-dialer still flags its target.
+    pub fn record_refused(&mut self, meeting: MeetingKey, now: Instant) -> Option<AtRisk> {
+        self.tick(now);
+        self.count_against(meeting, now)
+    }
+
+    fn count_against(&mut self, meeting: MeetingKey, now: Instant) -> Option<AtRisk> {
+        let limits = self.limits;
         let w = self.window(meeting, now);
         if now.saturating_duration_since(w.window_start) > limits.at_risk_window {
             w.window_start = now;
@@ -269,6 +284,13 @@ impl JoinGuard {
             });
         }
         None
+    }
+
+    /// Whether `source` is inside a back-off it was already told about.
+    pub fn backing_off(&self, source: SourceKey, now: Instant) -> bool {
+        self.sources
+            .get(&source)
+            .is_some_and(|s| s.blocked_until > now)
     }
 
     /// Records a successful join: the source's failures are forgiven.

@@ -12,6 +12,8 @@ pub mod guard;
 pub mod meeting;
 pub mod meeting_id;
 pub mod moderation;
+#[cfg(test)]
+mod moderation_tests;
 pub mod outbox;
 pub mod ratelimit;
 pub mod routing;

@@ -168,6 +168,8 @@ label_enum! {
         ConnectionLimit => "connection_limit",
         /// Under pressure, a QUIC Retry for address validation could not be sent.
         RetryFailed => "retry_failed",
+        /// The source is backing off after failed joins (it was told how long).
+        Backoff => "backoff",
     }
 }
 
