@@ -30,7 +30,6 @@ struct Seen {
     last_arrival: Option<Instant>,
     max_gap: Duration,
     groups_complete: u64,
-    groups_dropped: u64,
     groups_broken: u64,
     /// Groups whose first object received was not a keyframe (never expected).
     groups_without_keyframe: u64,
@@ -230,11 +229,9 @@ fn spawn_viewer(viewer: &Session, epoch: Instant, seen: Arc<Mutex<Seen>>) {
         loop {
             let mut group = match media.accept_group().await {
                 Ok(g) => g,
-                // Reset before its header was read: a skipped group.
-                Err(ClientError::Reset(c)) if c == ErrorCode::GROUP_DROPPED => {
-                    seen.lock().unwrap().groups_dropped += 1;
-                    continue;
-                }
+                // Reset before its header was read: a skipped group (counted as
+                // what was sent but neither whole nor broken).
+                Err(ClientError::Reset(c)) if c == ErrorCode::GROUP_DROPPED => continue,
                 Err(ClientError::Connection(_)) => return,
                 Err(_) => {
                     seen.lock().unwrap().groups_broken += 1;
@@ -267,9 +264,7 @@ fn spawn_viewer(viewer: &Session, epoch: Instant, seen: Arc<Mutex<Seen>>) {
                             return;
                         }
                         Err(ClientError::Reset(c)) if c == ErrorCode::GROUP_DROPPED => {
-                            let mut s = seen.lock().unwrap();
-                            s.groups_dropped += 1;
-                            ended(&mut s);
+                            ended(&mut seen.lock().unwrap());
                             return;
                         }
                         Err(_) => {
