@@ -22,7 +22,7 @@ cargo fmt --all -- --check
 echo "== cargo clippy"
 cargo clippy --workspace --all-targets --locked -- -D warnings
 echo "== the relay links no client or media-key code"
-if cargo tree --locked -p orelay-relay -e normal --prefix none | grep -E '^(orelay-client|orelay-loadgen) '; then
+if cargo tree --locked -p orelay-relay -e normal --prefix none | grep -E '^(orelay-client|orelay-loadgen|orelay-e2ee|hpke|sframe) '; then
   echo "error: orelay-relay depends on client-side code" >&2
   exit 1
 fi

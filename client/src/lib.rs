@@ -6,6 +6,7 @@
 #![forbid(unsafe_code)]
 
 mod media;
+pub mod secure;
 mod tls;
 
 use std::net::SocketAddr;

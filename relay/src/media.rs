@@ -132,6 +132,11 @@ async fn read_header(stream: &mut quinn::RecvStream) -> Result<Option<SplitHeade
         let Ok(Some(chunk)) = stream.read_chunk(READ_CHUNK, true).await else {
             return Ok(None);
         };
+        #[cfg(feature = "test-hooks")]
+        let chunk = quinn::Chunk {
+            bytes: crate::test_hooks::media(chunk.bytes),
+            ..chunk
+        };
         if let Some(split) = reader.push(chunk.bytes)? {
             return Ok(Some(split));
         }
@@ -220,6 +225,11 @@ pub(crate) async fn ingest_group(me: Arc<Participant>, mut stream: quinn::RecvSt
         };
         match next {
             Ok(Ok(Some(chunk))) => {
+                #[cfg(feature = "test-hooks")]
+                let chunk = quinn::Chunk {
+                    bytes: crate::test_hooks::media(chunk.bytes),
+                    ..chunk
+                };
                 stats.count_media_in(kind, chunk.bytes.len());
                 push(&me, &cell, chunk.bytes);
             }
