@@ -56,7 +56,7 @@ async fn ten_thousand_control_messages_in_a_burst_are_throttled() {
     let (relay, client) = start(cfg);
     let legit = Legit::start(&client, relay.addr, 1).await;
     let peaks = Peaks::start(&relay.stats);
-    let mut attacker = join(&client, relay.addr, 1, b"burst").await;
+    let mut attacker = join_meeting(&client, relay.addr, 1, b"burst").await;
     discard_media(&attacker);
     let target = legit.publisher.participant();
     const MESSAGES: u32 = 10_000;
@@ -107,14 +107,14 @@ async fn a_publisher_at_ten_times_the_rate_is_held_to_its_byte_budget() {
     cfg.publisher_bytes = BUDGET;
     let (relay, client) = start(cfg);
     let legit = Legit::start(&client, relay.addr, 1).await;
-    let mut flooder = join(&client, relay.addr, 1, b"flood").await;
+    let mut flooder = join_meeting(&client, relay.addr, 1, b"flood").await;
     flooder.publish(HOSTILE).await.unwrap();
     // Its audience: one subscriber on a narrow window that never reads.
     let mut narrow = orelay_client::default_transport();
     narrow
         .receive_window((64u32 * 1024).into())
         .stream_receive_window((32u32 * 1024).into());
-    let mut sink = join(&client_for(&relay, narrow), relay.addr, 1, b"sink").await;
+    let mut sink = join_meeting(&client_for(&relay, narrow), relay.addr, 1, b"sink").await;
     subscribe_confirmed(&mut sink, flooder.participant(), HOSTILE.track).await;
     let peaks = Peaks::start(&relay.stats);
     // Ten times the legitimate video rate, for three seconds: a 12 KB group per frame.
@@ -152,9 +152,9 @@ async fn a_publisher_at_ten_times_the_rate_is_held_to_its_byte_budget() {
 async fn a_new_group_per_object_is_held_to_four_open_groups() {
     let (relay, client) = start(config());
     let legit = Legit::start(&client, relay.addr, 1).await;
-    let mut attacker = join(&client, relay.addr, 1, b"groups").await;
+    let mut attacker = join_meeting(&client, relay.addr, 1, b"groups").await;
     attacker.publish(HOSTILE).await.unwrap();
-    let mut reader = join(&client, relay.addr, 1, b"reader").await;
+    let mut reader = join_meeting(&client, relay.addr, 1, b"reader").await;
     subscribe_confirmed(&mut reader, attacker.participant(), HOSTILE.track).await;
     read_media(&reader);
     let peaks = Peaks::start(&relay.stats);
@@ -224,9 +224,9 @@ async fn streams_opened_and_never_finished_are_reclaimed_at_the_idle_timeout() {
     cfg.group_idle_timeout_ms = 500;
     let (relay, client) = start(cfg);
     let legit = Legit::start(&client, relay.addr, 1).await;
-    let mut attacker = join(&client, relay.addr, 1, b"stalls").await;
+    let mut attacker = join_meeting(&client, relay.addr, 1, b"stalls").await;
     attacker.publish(HOSTILE).await.unwrap();
-    let mut reader = join(&client, relay.addr, 1, b"reader").await;
+    let mut reader = join_meeting(&client, relay.addr, 1, b"reader").await;
     subscribe_confirmed(&mut reader, attacker.participant(), HOSTILE.track).await;
     discard_media(&reader);
     let peaks = Peaks::start(&relay.stats);
@@ -306,13 +306,13 @@ async fn streams_opened_and_never_finished_are_reclaimed_at_the_idle_timeout() {
 async fn streams_reset_right_after_opening_in_both_directions_leave_nothing_behind() {
     let (relay, client) = start(config());
     let legit = Legit::start(&client, relay.addr, 1).await;
-    let mut attacker = join(&client, relay.addr, 1, b"resets").await;
+    let mut attacker = join_meeting(&client, relay.addr, 1, b"resets").await;
     attacker.publish(HOSTILE).await.unwrap();
     // The attacker also subscribes to the legitimate video and stops every group at
     // once; a reader of the attacker's track sees its resets.
     subscribe_confirmed(&mut attacker, legit.publisher.participant(), 2).await;
     discard_media(&attacker);
-    let mut reader = join(&client, relay.addr, 1, b"reader").await;
+    let mut reader = join_meeting(&client, relay.addr, 1, b"reader").await;
     subscribe_confirmed(&mut reader, attacker.participant(), HOSTILE.track).await;
     let cancelled = {
         let media = reader.media();
@@ -381,13 +381,13 @@ async fn a_subscriber_to_everything_that_never_reads_loses_groups_alone() {
     let (relay, client) = start(cfg);
     let legit = Legit::start(&client, relay.addr, 1).await;
     // A second publisher with big groups, so there is plenty not to read.
-    let mut big = join(&client, relay.addr, 1, b"big").await;
+    let mut big = join_meeting(&client, relay.addr, 1, b"big").await;
     big.publish(HOSTILE).await.unwrap();
     let mut narrow = orelay_client::default_transport();
     narrow
         .receive_window((64u32 * 1024).into())
         .stream_receive_window((32u32 * 1024).into());
-    let mut hog = join(&client_for(&relay, narrow), relay.addr, 1, b"hog").await;
+    let mut hog = join_meeting(&client_for(&relay, narrow), relay.addr, 1, b"hog").await;
     for (who, track) in [
         (legit.publisher.participant(), 1),
         (legit.publisher.participant(), 2),

@@ -12,7 +12,7 @@ use orelay_client::{Client, ClientError, Session};
 use orelay_proto::media::FLAG_KEYFRAME;
 use orelay_proto::ErrorCode;
 
-use super::{await_tracks, join, subscribe_confirmed, AUDIO, VIDEO};
+use super::{await_tracks, join_meeting, subscribe_confirmed, AUDIO, VIDEO};
 
 /// Frames per second of the legitimate publisher.
 pub const FPS: u64 = 30;
@@ -151,8 +151,8 @@ impl Legit {
         addr: std::net::SocketAddr,
         m: u32,
     ) -> Legit {
-        let mut publisher = join(publisher_client, addr, m, b"legit-pub").await;
-        let mut viewer = join(viewer_client, addr, m, b"legit-view").await;
+        let mut publisher = join_meeting(publisher_client, addr, m, b"legit-pub").await;
+        let mut viewer = join_meeting(viewer_client, addr, m, b"legit-view").await;
         publisher.publish(VIDEO).await.unwrap();
         publisher.publish(AUDIO).await.unwrap();
         await_tracks(&mut viewer, 2).await;

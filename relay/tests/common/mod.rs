@@ -174,7 +174,7 @@ pub async fn subscribe_confirmed(session: &mut Session, publisher: ParticipantId
 
 /// Joins meeting number `m` through the tests' admission (one place to adapt when
 /// admission changes).
-pub async fn join(client: &Client, addr: SocketAddr, m: u32, info: &[u8]) -> Session {
+pub async fn join_meeting(client: &Client, addr: SocketAddr, m: u32, info: &[u8]) -> Session {
     client
         .join(addr, &meeting_id(m), "pw", info)
         .await
