@@ -6,6 +6,7 @@
 #![forbid(unsafe_code)]
 
 mod media;
+pub mod secure;
 mod tls;
 
 use std::net::SocketAddr;
@@ -154,7 +155,13 @@ impl Client {
 
     /// Opens a connection to a relay.
     pub async fn connect(&self, relay: SocketAddr) -> Result<quinn::Connection, ClientError> {
-        Ok(self.endpoint.connect(relay, "localhost")?.await?)
+        Ok(self.connecting(relay)?.await?)
+    }
+
+    /// Starts a connection to a relay and returns the handshake in progress, for
+    /// callers that time its phases (first server flight, then TLS complete).
+    pub fn connecting(&self, relay: SocketAddr) -> Result<quinn::Connecting, ClientError> {
+        Ok(self.endpoint.connect(relay, "localhost")?)
     }
 
     /// Connects and joins a meeting in one step, with the credential from this

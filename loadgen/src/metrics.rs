@@ -3,7 +3,7 @@
 //! Like the relay, participants only bump atomics in [`Live`]; each scrape copies
 //! them into a local Prometheus recorder through the `metrics` facade and renders
 //! the latency histograms from their atomic buckets. Labels are closed sets
-//! (`kind`: audio, video; `result`: admitted, failed), never meeting or
+//! (`kind`: audio, video, screen; `result`: admitted, failed), never meeting or
 //! participant identifiers.
 
 use std::net::SocketAddr;
@@ -14,7 +14,7 @@ use metrics::{counter, describe_counter, describe_gauge, gauge, Label, Unit};
 use metrics_exporter_prometheus::{PrometheusBuilder, PrometheusHandle, PrometheusRecorder};
 use orelay_relay::telemetry::{process, Endpoints, MetricsServer};
 
-use crate::report::Live;
+use crate::tally::Live;
 
 /// What loadgen's metrics endpoint serves.
 pub struct LoadgenEndpoints {
@@ -66,34 +66,36 @@ impl LoadgenEndpoints {
             l.join_failed.load(Relaxed),
         );
         let sent = "Media objects sent, by kind.";
-        c(
-            "orelay_loadgen_objects_sent_total",
-            Unit::Count,
-            sent,
-            one("kind", "audio"),
-            l.audio_sent.load(Relaxed),
-        );
-        c(
-            "orelay_loadgen_objects_sent_total",
-            Unit::Count,
-            sent,
-            one("kind", "video"),
-            l.video_sent.load(Relaxed),
-        );
         let received = "Media objects received and authenticated, by kind (all subscribers).";
-        c(
-            "orelay_loadgen_objects_received_total",
+        for (i, kind) in ["audio", "video", "screen"].into_iter().enumerate() {
+            let (s, r) = (l.sent[i].load(Relaxed), l.received[i].load(Relaxed));
+            c(
+                "orelay_loadgen_objects_sent_total",
+                Unit::Count,
+                sent,
+                one("kind", kind),
+                s,
+            );
+            c(
+                "orelay_loadgen_objects_received_total",
+                Unit::Count,
+                received,
+                one("kind", kind),
+                r,
+            );
+        }
+        describe_gauge!(
+            "orelay_loadgen_participants_connected",
             Unit::Count,
-            received,
-            one("kind", "audio"),
-            l.audio_received.load(Relaxed),
+            "Participants joined and connected now."
         );
+        gauge!("orelay_loadgen_participants_connected").set(l.connected.load(Relaxed) as f64);
         c(
-            "orelay_loadgen_objects_received_total",
-            Unit::Count,
-            received,
-            one("kind", "video"),
-            l.video_received.load(Relaxed),
+            "orelay_loadgen_sent_bytes_total",
+            Unit::Bytes,
+            "Sealed payload bytes sent.",
+            Vec::new(),
+            l.bytes_sent.load(Relaxed),
         );
         c(
             "orelay_loadgen_received_bytes_total",
@@ -127,6 +129,12 @@ impl Endpoints for LoadgenEndpoints {
             &mut out,
             "orelay_loadgen_join_duration_seconds",
             "Time from connect to admission of each participant.",
+            1e9,
+        );
+        self.live.send_skew.snapshot().render(
+            &mut out,
+            "orelay_loadgen_send_skew_seconds",
+            "How late loadgen sent each object against its schedule; a high p99 means loadgen is the bottleneck.",
             1e9,
         );
         process::render(&mut out, &process::process_figures());

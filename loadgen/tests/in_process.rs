@@ -5,15 +5,18 @@
 use std::sync::Arc;
 use std::time::Duration;
 
+use orelay_loadgen::scenario::{Arrival, SizeDist};
 use orelay_loadgen::{Admission, LocalIssuer, Scenario, Target};
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn small_scenario_runs_clean() {
     let scenario = Scenario {
         meetings: 2,
-        participants: 3,
+        size: SizeDist::Fixed(3),
         duration: Duration::from_secs(2),
-        join_window: Duration::from_millis(300),
+        arrival: Arrival::Ramp {
+            over: Duration::from_millis(300),
+        },
         keyframe_interval: Duration::from_millis(500),
         client_sockets: 2,
         ..Scenario::default()
@@ -21,25 +24,25 @@ async fn small_scenario_runs_clean() {
     let report = orelay_loadgen::run(scenario, Target::InProcess, |_| {})
         .await
         .unwrap();
-    assert_eq!(report.joined, 6, "{report}");
+    assert_eq!(report.joins, 6, "{report}");
     assert_eq!(report.join_failed, 0);
     assert_eq!(report.decrypt_failures, 0, "{report}");
     // Each of 6 participants hears 2 others at 50 packets/s for over 2 s.
-    assert!(report.audio_received > 6 * 2 * 50 * 2 * 9 / 10, "{report}");
+    assert!(report.received.audio > 6 * 2 * 50 * 2 * 9 / 10, "{report}");
     assert!(
-        report.video_received > 0 && report.groups_complete > 0,
+        report.received.video > 0 && report.groups_complete > 0,
         "{report}"
     );
-    assert!(report.audio_loss_percent < 1.0, "{report}");
+    assert!(report.loss_percent() < 1.0, "{report}");
     assert!(
-        report.latency_ms.p50 > 0.0 && report.latency_ms.p99 < 500.0,
+        report.latency().p50 > 0.0 && report.latency().p99 < 500.0,
         "{report}"
     );
     let relay = report.relay.unwrap();
-    assert!(
-        relay.closes.is_empty(),
-        "relay closed connections: {:?}",
-        relay.closes
+    assert_eq!(relay.source, "in-process");
+    assert_eq!(
+        relay.counters["orelay_closes_total"], 0.0,
+        "relay closed connections: {relay:?}"
     );
 }
 
@@ -54,9 +57,11 @@ async fn external_relay_is_reached_by_address_and_pinned_fingerprint() {
     let relay = orelay_relay::Relay::bind(config).unwrap().spawn().unwrap();
     let scenario = Scenario {
         meetings: 1,
-        participants: 2,
+        size: SizeDist::Fixed(2),
         duration: Duration::from_secs(1),
-        join_window: Duration::from_millis(100),
+        arrival: Arrival::Ramp {
+            over: Duration::from_millis(100),
+        },
         client_sockets: 1,
         ..Scenario::default()
     };
@@ -68,8 +73,8 @@ async fn external_relay_is_reached_by_address_and_pinned_fingerprint() {
     let report = orelay_loadgen::run(scenario.clone(), target, |_| {})
         .await
         .unwrap();
-    assert_eq!(report.joined, 2, "{report}");
-    assert!(report.audio_received > 0, "{report}");
+    assert_eq!(report.joins, 2, "{report}");
+    assert!(report.received.audio > 0, "{report}");
     assert!(report.relay.is_none(), "no in-process relay was started");
     assert_eq!(relay.stats.snapshot().joins_admitted, 2);
 
@@ -80,7 +85,7 @@ async fn external_relay_is_reached_by_address_and_pinned_fingerprint() {
         admission: Admission::Tokens(issuer),
     };
     let report = orelay_loadgen::run(scenario, wrong, |_| {}).await.unwrap();
-    assert_eq!((report.joined, report.join_failed), (0, 2), "{report}");
+    assert_eq!((report.joins, report.join_failed), (0, 2), "{report}");
     relay.shutdown().await;
 }
 
@@ -96,9 +101,11 @@ async fn an_outside_client_can_join_a_loadgen_meeting_by_its_id_and_passcode() {
     let fingerprint = orelay_client::parse_fingerprint(&relay.fingerprint).unwrap();
     let scenario = Scenario {
         meetings: 1,
-        participants: 2,
+        size: SizeDist::Fixed(2),
         duration: Duration::from_secs(3),
-        join_window: Duration::from_millis(100),
+        arrival: Arrival::Ramp {
+            over: Duration::from_millis(100),
+        },
         client_sockets: 1,
         meeting_prefix: Some("outside".into()),
         passcode: Some("sesame".into()),
@@ -145,7 +152,7 @@ async fn an_outside_client_can_join_a_loadgen_meeting_by_its_id_and_passcode() {
         }
     }
     let report = run.await.unwrap().unwrap();
-    assert_eq!(report.joined, 2, "{report}");
+    assert_eq!(report.joins, 2, "{report}");
     drop(me);
     relay.shutdown().await;
 }

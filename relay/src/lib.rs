@@ -24,6 +24,8 @@ pub mod privacy;
 mod registry;
 pub mod stats;
 pub mod telemetry;
+#[cfg(feature = "test-hooks")]
+pub mod test_hooks;
 pub mod tls;
 pub mod tools;
 

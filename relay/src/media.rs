@@ -132,6 +132,11 @@ async fn read_header(stream: &mut quinn::RecvStream) -> Result<Option<SplitHeade
         let Ok(Some(chunk)) = stream.read_chunk(READ_CHUNK, true).await else {
             return Ok(None);
         };
+        #[cfg(feature = "test-hooks")]
+        let chunk = quinn::Chunk {
+            bytes: crate::test_hooks::media(chunk.bytes),
+            ..chunk
+        };
         if let Some(split) = reader.push(chunk.bytes)? {
             return Ok(Some(split));
         }
@@ -146,6 +151,9 @@ pub(crate) async fn ingest_group(me: Arc<Participant>, mut stream: quinn::RecvSt
         Ok(Ok(None)) => return,
         Ok(Err(e)) => return close(&me.conn, &me.shared, &e),
         Err(_) => {
+            // Counted like a group that stalls later: a stream opened and left
+            // inside its header is the same slowloris.
+            me.shared.stats.groups_idle.fetch_add(1, Relaxed);
             let _ = stream.stop(ErrorCode::GROUP_DROPPED.0.into());
             return;
         }
@@ -174,6 +182,8 @@ pub(crate) async fn ingest_group(me: Arc<Participant>, mut stream: quinn::RecvSt
         stats.clone(),
     ));
     let Some(slot) = register(&me, &cell) else {
+        // Older than the open groups of its layer: the same limit, so the same count.
+        stats.groups_limited.fetch_add(1, Relaxed);
         let _ = stream.stop(ErrorCode::GROUP_DROPPED.0.into());
         return;
     };
@@ -215,6 +225,11 @@ pub(crate) async fn ingest_group(me: Arc<Participant>, mut stream: quinn::RecvSt
         };
         match next {
             Ok(Ok(Some(chunk))) => {
+                #[cfg(feature = "test-hooks")]
+                let chunk = quinn::Chunk {
+                    bytes: crate::test_hooks::media(chunk.bytes),
+                    ..chunk
+                };
                 stats.count_media_in(kind, chunk.bytes.len());
                 push(&me, &cell, chunk.bytes);
             }

@@ -12,30 +12,6 @@ use common::*;
 use orelay_proto::media::FLAG_KEYFRAME;
 use orelay_proto::ErrorCode;
 
-async fn joined_raw(
-    client: &orelay_client::Client,
-    addr: std::net::SocketAddr,
-) -> (quinn::Connection, quinn::SendStream) {
-    let conn = client.connect(addr).await.unwrap();
-    let (mut send, recv) = conn.open_bi().await.unwrap();
-    use orelay_proto::control::ControlMessage;
-    let join = orelay_proto::ClientMessage::Join {
-        version: orelay_proto::PROTOCOL_VERSION,
-        meeting_id: meeting_id(1),
-        passcode: "pw".into(),
-        info: bytes::Bytes::new(),
-        credential: credential(&meeting_id(1)),
-        keys: bytes::Bytes::new(),
-    };
-    send.write_all(&join.to_bytes()).await.unwrap();
-    // Keep the receive side alive (and drained) so the relay's writes do not fail first.
-    tokio::spawn(async move {
-        let mut recv = recv;
-        while let Ok(Some(_)) = recv.read_chunk(4096, true).await {}
-    });
-    (conn, send)
-}
-
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn bad_clients_are_closed_and_good_ones_keep_receiving() {
     let (relay, client) = start(config());
@@ -103,7 +79,7 @@ async fn bad_clients_are_closed_and_good_ones_keep_receiving() {
     );
 
     // 2. An oversized length prefix after joining.
-    let (conn, mut send) = joined_raw(&client, relay.addr).await;
+    let (conn, mut send) = joined_raw(&client, relay.addr, 1).await;
     send.write_all(&[0x02, 0x80, 0x10, 0x00, 0x00])
         .await
         .unwrap();
@@ -113,7 +89,7 @@ async fn bad_clients_are_closed_and_good_ones_keep_receiving() {
     );
 
     // 3. An unknown message type after joining.
-    let (conn, mut send) = joined_raw(&client, relay.addr).await;
+    let (conn, mut send) = joined_raw(&client, relay.addr, 1).await;
     send.write_all(&[0x3f, 0x00]).await.unwrap();
     assert_eq!(
         close_code(&conn).await,
