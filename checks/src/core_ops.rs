@@ -158,8 +158,9 @@ impl Harness {
 
     pub(crate) fn publish(&mut self, p: usize, info: TrackInfo) {
         let (m, id) = (self.peers[p].meeting, self.peers[p].id);
-        if self.meetings[m].may_publish(id, info.kind).is_err() {
-            return; // Refused: the role or the share policy does not allow it.
+        let meeting = &self.meetings[m];
+        if meeting.may_publish(id, info.kind).is_err() || meeting.is_stopped(id, info.track) {
+            return; // Refused: the role, the share policy or a host's stop forbids it.
         }
         let result = self.meetings[m].publish(id, info);
         let model = &mut self.models[m];
