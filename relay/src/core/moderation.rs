@@ -447,6 +447,11 @@ impl Meeting {
         stopped: bool,
     ) -> Result<Vec<Action>, RefuseReason> {
         let Some(t) = self.track_mut(participant, track) else {
+            // Resuming a stopped track that was unpublished lifts the stop, so its
+            // publisher may publish that track again.
+            if !stopped && self.moderation.stopped.remove(&(participant, track)) {
+                return Ok(Vec::new());
+            }
             return Err(RefuseReason::NO_SUCH_PARTICIPANT);
         };
         if t.stopped == stopped {

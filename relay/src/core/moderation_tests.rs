@@ -231,6 +231,16 @@ fn a_stopped_track_stays_stopped_when_published_again() {
             RefuseReason::STOPPED_BY_HOST
         ))
     ));
+    // Resuming it, though unpublished, lets it be published again.
+    m.host_action(
+        host,
+        HostAction::ResumeTrack {
+            participant: member,
+            track: 1,
+        },
+    )
+    .unwrap();
+    m.publish(member, audio).unwrap();
     // A waiting joiner removed by the host is barred too.
     let (w, _) = join(&mut m, grant("lurker", Role::Participant, true)).unwrap();
     let actions = m.host_action(host, HostAction::Remove(w.id())).unwrap();
