@@ -14,6 +14,10 @@ HERE = pathlib.Path(__file__).resolve().parent
 DS = {"type": "prometheus", "uid": "${datasource}"}
 INST = 'instance=~"$instance"'
 RI = "$__rate_interval"
+# Join results that are neither an admission nor a wait for a host.
+NOT_ADMITTED = 'result!~"admitted|waiting"'
+# Join results the admission checks and the join-attempt guard give.
+ADMISSION_FAILURES = "bad_passcode|token_invalid|token_expired|not_allowed|region|removed|locked|throttled"
 
 
 def datasource_var():
@@ -101,7 +105,7 @@ def fleet():
              (f"sum by (reason) (rate(orelay_datagrams_dropped_total{{{INST}}}[{RI}]))", "datagrams {{reason}}")])
     b.panel("Drop ratio", "percentunit", "Share of forwarded objects dropped (recording rule, 5 m window).",
             [(f"orelay:drop_ratio:rate5m{{{INST}}}", "{{instance}}")])
-    b.panel("Joins per second by result", "ops", "Joins admitted, rejected by reason, or timed out.",
+    b.panel("Joins per second by result", "ops", "Joins admitted, put in a waiting room, throttled, rejected by reason, or timed out.",
             [(f"sum by (result) (rate(orelay_joins_total{{{INST}}}[{RI}]))", "{{result}}")])
     b.panel("Join handling time", "s", "p50 and p99 time from handshake to admission.",
             [(f"histogram_quantile(0.99, sum by (le) (rate(orelay_join_duration_seconds_bucket{{{INST}}}[{RI}])))", "p99"),
@@ -205,13 +209,30 @@ def loadtest():
 
 def security():
     b = Board("orelay-security", "Oblivious Relay: security",
-              "Rejected joins by reason, connection refusals, failed handshakes and closes by fault class.",
+              "Rejected joins by reason, admission failures, meetings at risk, moderation, connection refusals, failed handshakes and closes by fault class.",
               [datasource_var(), instance_var()])
-    b.panel("Rejected joins per second by reason", "ops", "Joins rejected (or timed out), by reason.",
-            [(f"sum by (result) (rate(orelay_joins_total{{{INST}, result!=\"admitted\"}}[{RI}]))", "{{result}}")])
-    b.panel("Join rejection ratio", "percentunit", "Share of joins not admitted.",
-            [(f"sum(rate(orelay_joins_total{{{INST}, result!=\"admitted\"}}[{RI}])) / clamp_min(sum(rate(orelay_joins_total{{{INST}}}[{RI}])), 1e-9)", "rejected")])
-    b.panel("Connection refusals per second", "ops", "Connection attempts refused at a limit, by reason.",
+    b.panel("Rejected joins per second by reason", "ops", "Joins rejected, throttled or timed out, by reason (joins put in a waiting room are not rejections).",
+            [(f"sum by (result) (rate(orelay_joins_total{{{INST}, {NOT_ADMITTED}}}[{RI}]))", "{{result}}")])
+    b.panel("Join rejection ratio", "percentunit", "Share of joins neither admitted nor put in a waiting room.",
+            [(f"sum(rate(orelay_joins_total{{{INST}, {NOT_ADMITTED}}}[{RI}])) / clamp_min(sum(rate(orelay_joins_total{{{INST}}}[{RI}])), 1e-9)", "rejected")])
+    b.panel("Admission failures by result", "ops",
+            "Joins turned away by the admission checks, per second: wrong passcode, bad, expired or missing tokens, "
+            "another region, removed tokens, locked meetings, and attempts throttled for guessing (docs/PROTOCOL.md §7.3).",
+            [(f"sum by (result) (rate(orelay_joins_total{{{INST}, result=~\"{ADMISSION_FAILURES}\"}}[{RI}]))", "{{result}}")])
+    b.panel("Meetings at risk", "none",
+            "Meetings flagged now for drawing many failed join attempts (window still open), and how many were flagged "
+            "in the last 5 minutes. Their hosts were told (AtRisk); the log has the keyed meeting tag.",
+            [(f"sum(orelay_meetings_at_risk{{{INST}}})", "at risk now"),
+             (f"sum(increase(orelay_meetings_at_risk_total{{{INST}}}[5m]))", "flagged in 5 m")])
+    b.panel("Moderation and key exchange", "ops",
+            "Host actions carried out, requests refused (a viewer publishing, a non-host moderating, ...), and "
+            "end-to-end key messages forwarded (once per recipient) per second.",
+            [(f"sum(rate(orelay_host_actions_total{{{INST}}}[{RI}]))", "host actions"),
+             (f"sum(rate(orelay_requests_refused_total{{{INST}}}[{RI}]))", "refused requests"),
+             (f"sum(rate(orelay_key_messages_total{{{INST}}}[{RI}]))", "key messages")])
+    b.panel("Key-message bytes", "Bps", "End-to-end key-message bytes forwarded per second, once per recipient (bounded per sender by key_message_bytes_per_second).",
+            [(f"sum(rate(orelay_key_message_bytes_total{{{INST}}}[{RI}]))", "key-message bytes")])
+    b.panel("Connection refusals per second", "ops", "Connection attempts refused before the handshake, by reason: at max_connections, a Retry that could not be sent, or a source backing off after failed joins.",
             [(f"sum by (reason) (rate(orelay_connections_refused_total{{{INST}}}[{RI}]))", "{{reason}}")])
     b.panel("Failed handshakes per second", "ops", "QUIC handshakes that failed (TLS, ALPN, timeout).",
             [(f"sum(rate(orelay_handshake_failures_total{{{INST}}}[{RI}]))", "failed handshakes")])
@@ -231,8 +252,8 @@ def security():
             "Groups reset because a publisher opened more than 4 per track layer, or went silent mid-group past the idle timeout.",
             [(f"sum(rate(orelay_groups_reset_limit_total{{{INST}}}[{RI}]))", "over the group limit"),
              (f"sum(rate(orelay_groups_reset_idle_total{{{INST}}}[{RI}]))", "idle")])
-    b.panel("Rejections in the last hour", "none", "Joins rejected per reason over the last hour.",
-            [(f"sum by (result) (increase(orelay_joins_total{{{INST}, result!=\"admitted\"}}[1h]))", "{{result}}")], kind="stat", width=24)
+    b.panel("Rejections in the last hour", "none", "Joins rejected, throttled or timed out per reason over the last hour.",
+            [(f"sum by (result) (increase(orelay_joins_total{{{INST}, {NOT_ADMITTED}}}[1h]))", "{{result}}")], kind="stat", width=24)
     return b
 
 

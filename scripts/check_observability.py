@@ -5,8 +5,9 @@
    JSON, a title, the ${datasource} variable, unique panel IDs, every panel with that
    data source, a title, a description and a unit, and no hard-coded datasource UID.
 2. Every panel expression parses (promtool check rules on a generated rule file).
-3. A relay and a loadgen run on loopback; a scrape of each, once busy, passes
-   `promtool check metrics` with nothing reported.
+3. A relay in token mode (a key pair from `relay keygen`; a relay given no keys must
+   refuse to start) and a loadgen minting tokens with that key run on loopback; a
+   scrape of each, once busy, passes `promtool check metrics` with nothing reported.
 4. Every metric name used in a panel or rule is exported by the relay or loadgen
    (names are extracted from the PromQL; unknown ones are listed).
 5. A real Prometheus (own port, own temp data dir, 1 s scrape and rule interval)
@@ -249,13 +250,38 @@ def prom_query(base, q):
     return data["data"]["result"], None
 
 
+def issuer_key(relay_bin, tmp, name="issuer.key"):
+    """A token-signing key pair from `relay keygen`: the private key file (for loadgen)
+    and the `--token-key KID=PUBLIC_KEY` flag value it prints (for the relay)."""
+    key = tmp / name
+    r = subprocess.run([str(relay_bin), "keygen", "--out", str(key)], capture_output=True, text=True,
+                       timeout=60)
+    m = re.search(r"--token-key (\S+=\S+)", r.stdout)
+    if r.returncode != 0 or not m or not key.exists():
+        raise SystemExit(f"relay keygen failed ({r.returncode}):\n{r.stdout}{r.stderr}")
+    return key, m.group(1)
+
+
+def refuses_without_keys(relay_bin):
+    """Token mode is the default and needs keys: a relay given none must not serve."""
+    r = subprocess.run([str(relay_bin), "--listen", "127.0.0.1:0", "--metrics-addr", "off"],
+                       capture_output=True, text=True, timeout=60,
+                       env={k: v for k, v in os.environ.items() if not k.startswith("ORELAY_")})
+    check(r.returncode != 0 and "token_keys" in r.stderr,
+          "a relay with no token keys refuses to start and says why" +
+          ("" if r.returncode != 0 else f" (it exited {r.returncode}: {r.stdout.strip()[:200]})"))
+
+
 def live(queries, tmp):
     relay_bin, loadgen_bin = binaries()
+    refuses_without_keys(relay_bin)
+    key_file, token_key = issuer_key(relay_bin, tmp)
     deadline = time.monotonic() + DEADLINE
     procs = []
     try:
-        print("== live: relay + loadgen + Prometheus on loopback")
-        relay = Proc("relay", [str(relay_bin), "--listen", "127.0.0.1:0", "--metrics-addr", "127.0.0.1:0"], "stdout")
+        print("== live: relay (token mode) + loadgen + Prometheus on loopback")
+        relay = Proc("relay", [str(relay_bin), "--listen", "127.0.0.1:0", "--metrics-addr", "127.0.0.1:0",
+                               "--token-key", token_key], "stdout")
         procs.append(relay)
         quic = relay.wait_line(r"relay listening on (\S+) ", deadline).group(1)
         fingerprint = relay.wait_line(r"fingerprint: ([0-9a-f]{64})", deadline).group(1)
@@ -265,6 +291,7 @@ def live(queries, tmp):
         status, _ = http_get(f"http://{relay_metrics}/readyz")
         check(status == 200, "relay /readyz is 200 while accepting joins")
         loadgen = Proc("loadgen", [str(loadgen_bin), "run", "--relay", quic, "--cert-fingerprint", fingerprint,
+                                   "--token-key", str(key_file),
                                    "--meetings", "4", "--participants", "4", "--join-window", "1",
                                    "--duration", str(int(DEADLINE)), "--metrics-addr", "127.0.0.1:0"], "stderr")
         procs.append(loadgen)
@@ -351,6 +378,32 @@ def live(queries, tmp):
                 time.sleep(0.5)  # poll interval; the loop ends when every query has data
         check(not pending, f"{total - len(pending)}/{total} queries return non-empty results" + "".join(
             f"\n       empty: {label}: {pending[label]} {errors.get(label, '')}" for label in sorted(pending)))
+
+        # Last, because it puts 127.0.0.1 into back-off: joins with tokens from a key
+        # the relay does not know are rejected, then throttled, and both are counted.
+        print("== admission: tokens from an unknown key are rejected, then throttled")
+        def value(text, series):
+            m = re.search(r"^" + re.escape(series) + r" (\S+)$", text, re.M)
+            return float(m.group(1)) if m else 0.0
+        admitted_before = value(http_get(f"http://{relay_metrics}/metrics")[1], 'orelay_joins_total{result="admitted"}')
+        rogue_key, _ = issuer_key(relay_bin, tmp, "rogue.key")
+        subprocess.run([str(loadgen_bin), "run", "--relay", quic, "--cert-fingerprint", fingerprint,
+                        "--token-key", str(rogue_key), "--meetings", "1", "--participants", "8",
+                        "--join-window", "1", "--duration", "1"],
+                       capture_output=True, text=True, timeout=120)
+
+        def admission_counted():
+            _, text = http_get(f"http://{relay_metrics}/metrics")
+            invalid = value(text, 'orelay_joins_total{result="token_invalid"}')
+            throttled = value(text, 'orelay_joins_total{result="throttled"}') + \
+                value(text, 'orelay_connections_refused_total{reason="backoff"}')
+            admitted = value(text, 'orelay_joins_total{result="admitted"}')
+            return (invalid, throttled, admitted) if invalid >= 1 and throttled >= 1 else None
+        counted = poll("token_invalid and throttled joins counted", admission_counted, time.monotonic() + 60)
+        check(counted[2] == admitted_before,
+              f"a loadgen with an unknown signing key got no participant in: {counted[0]:.0f} joins rejected "
+              f"TOKEN_INVALID, {counted[1]:.0f} throttled or refused in back-off, admitted "
+              f"{admitted_before:.0f} -> {counted[2]:.0f}")
         return total - len(pending)
     finally:
         for p in reversed(procs):

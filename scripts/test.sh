@@ -31,8 +31,17 @@ if cargo tree --locked -p orelay-relay -e normal --prefix none | grep -E '^(aws-
   echo "error: orelay-relay pulls a second TLS provider or an HTTP stack" >&2
   exit 1
 fi
+echo "== iproute2 (ip, tc) for the network-fault tests"
+if [ ! -x /usr/sbin/tc ] && [ ! -x /sbin/tc ] && ! command -v tc >/dev/null 2>&1; then
+  sudo=""; if [ "$(id -u)" -ne 0 ]; then sudo="sudo"; fi
+  $sudo apt-get update -qq
+  DEBIAN_FRONTEND=noninteractive $sudo apt-get install -y -qq --no-install-recommends iproute2 >/dev/null
+fi
 echo "== cargo test"
 cargo test --workspace --locked --no-fail-fast
+
+echo "== soak: 2 minutes of churn against a relay process"
+scripts/soak.sh 2
 
 echo "== observability: rules, dashboards, exported names, every panel against a real Prometheus"
 if ! command -v prometheus >/dev/null 2>&1 || ! command -v promtool >/dev/null 2>&1; then

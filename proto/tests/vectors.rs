@@ -23,7 +23,7 @@ const FILES: [(&str, &str); 4] = [
 ];
 
 /// Field names a `DecodeError` may carry (they are `&'static str` in the error).
-const ERROR_FIELDS: [&str; 10] = [
+const ERROR_FIELDS: [&str; 20] = [
     "message",
     "meeting_id",
     "passcode",
@@ -34,6 +34,16 @@ const ERROR_FIELDS: [&str; 10] = [
     "reason",
     "join status",
     "object",
+    "credential",
+    "keys",
+    "role",
+    "host action",
+    "locked",
+    "share policy",
+    "recipient",
+    "key message",
+    "to_all",
+    "stopped",
 ];
 
 // ---------------------------------------------------------------------------
@@ -743,6 +753,7 @@ struct Seen {
     labels: BTreeSet<&'static str>,
     errors: BTreeSet<&'static str>,
     reasons: BTreeSet<u16>,
+    refusals: BTreeSet<u16>,
     client_stream: Vec<(Vec<u8>, ClientMessage)>,
     server_stream: Vec<(Vec<u8>, ServerMessage)>,
     count: usize,
@@ -775,6 +786,9 @@ fn run(vectors: Vec<Vector>) -> Seen {
                     seen.labels.insert(server_label(&m));
                     if let ServerMessage::JoinResult(JoinOutcome::Rejected { reason }) = &m {
                         seen.reasons.insert(reason.0);
+                    }
+                    if let ServerMessage::Refused { reason, .. } = &m {
+                        seen.refusals.insert(reason.0);
                     }
                     seen.server_stream.push((hex, m));
                 }
@@ -835,8 +849,24 @@ fn vectors_cover_every_variant_reason_and_error() {
         RejectReason::UNSUPPORTED_VERSION,
         RejectReason::MEETING_FULL,
         RejectReason::TOO_MANY_MEETINGS,
+        RejectReason::LOCKED,
+        RejectReason::REGION,
+        RejectReason::DENIED,
+        RejectReason::REMOVED,
+        RejectReason::TOKEN_INVALID,
+        RejectReason::TOKEN_EXPIRED,
+        RejectReason::NOT_ALLOWED,
     ] {
         assert!(seen.reasons.contains(&reason.0), "no vector for {reason}");
+    }
+    for reason in (1..=u16::MAX)
+        .map(RefuseReason)
+        .filter(|r| r.name().is_some())
+    {
+        assert!(
+            seen.refusals.contains(&reason.0),
+            "no Refused vector for {reason}"
+        );
     }
     for error in [
         "Incomplete",
@@ -933,6 +963,44 @@ fn protocol_md_worked_examples() {
         priority: 255,
     };
     assert_eq!(to_hex(&datagram.encode_vec()), "43 e8 00 07 03 00 ff");
+    let host_join = ClientMessage::Join {
+        version: 1,
+        meeting_id: "12345678901".into(),
+        passcode: String::new(),
+        info: Bytes::new(),
+        credential: Credential::Token("hdr.claims.sig".into()),
+        keys: Bytes::from_static(&[0xa1, 0xa2, 0xa3, 0xa4, 0xa5, 0xa6, 0xa7, 0xa8]),
+    };
+    assert_eq!(
+        to_hex(&host_join.encode_vec()),
+        "01 28 01 0b 31 32 33 34 35 36 37 38 39 30 31 00 00 01 0e 68 64 72 2e 63 6c 61 69 \
+         6d 73 2e 73 69 67 08 a1 a2 a3 a4 a5 a6 a7 a8"
+    );
+    let host = ServerMessage::JoinResult(JoinOutcome::Admitted {
+        participant: 7,
+        role: Role::Host,
+    });
+    assert_eq!(to_hex(&host.encode_vec()), "40 41 03 00 07 00");
+    let policy = ServerMessage::MeetingPolicy {
+        locked: false,
+        share: SharePolicy::Anyone,
+    };
+    assert_eq!(to_hex(&policy.encode_vec()), "40 4d 02 00 00");
+    let sealed = Bytes::from_static(&[1, 2, 3]);
+    let sent = ClientMessage::KeyMessage {
+        to: Recipient::One(9),
+        blob: sealed.clone(),
+    };
+    assert_eq!(to_hex(&sent.encode_vec()), "09 06 01 09 03 01 02 03");
+    let forwarded = ServerMessage::KeyMessage {
+        from: 7,
+        to_all: false,
+        blob: sealed,
+    };
+    assert_eq!(
+        to_hex(&forwarded.encode_vec()),
+        "40 49 06 07 00 03 01 02 03"
+    );
     assert_eq!(orelay_proto::ALPN, b"orelay/1");
     assert_eq!(orelay_proto::PROTOCOL_VERSION, 1);
 }

@@ -249,10 +249,8 @@ async fn join(shared: &Arc<Shared>, conn: &quinn::Connection) -> Result<Session,
         Ok((cell, admission)) => {
             shared.guard().record_success(source);
             match admission {
-                Placement::Admitted(_) => {
-                    shared.stats.count_join(JoinResult::Admitted);
-                    shared.stats.record_join_duration(started.elapsed());
-                }
+                // Admissions are counted where the JoinResult is queued (registry).
+                Placement::Admitted(_) => shared.stats.record_join_duration(started.elapsed()),
                 Placement::Waiting(_) => shared.stats.count_join(JoinResult::Waiting),
             }
             let me = Arc::new(Participant::new(

@@ -15,7 +15,8 @@ async fn main() -> anyhow::Result<()> {
     let config = Config::from_cli(&cli)?;
     if config.admission.mode == orelay_relay::config::AdmissionMode::Open {
         tracing::warn!(
-            "admission.mode = open: joins are checked by passcode only and meetings are              created with the host secret; use signed tokens in production"
+            "admission.mode = open: joins are checked by passcode only and meetings are \
+             created with the host secret; use signed tokens in production"
         );
     }
     let shutdown = shutdown_signal()?;

@@ -151,6 +151,9 @@ pub(crate) async fn ingest_group(me: Arc<Participant>, mut stream: quinn::RecvSt
         Ok(Ok(None)) => return,
         Ok(Err(e)) => return close(&me.conn, &me.shared, &e),
         Err(_) => {
+            // Counted like a group that stalls later: a stream opened and left
+            // inside its header is the same slowloris.
+            me.shared.stats.groups_idle.fetch_add(1, Relaxed);
             let _ = stream.stop(ErrorCode::GROUP_DROPPED.0.into());
             return;
         }
@@ -179,6 +182,8 @@ pub(crate) async fn ingest_group(me: Arc<Participant>, mut stream: quinn::RecvSt
         stats.clone(),
     ));
     let Some(slot) = register(&me, &cell) else {
+        // Older than the open groups of its layer: the same limit, so the same count.
+        stats.groups_limited.fetch_add(1, Relaxed);
         let _ = stream.stop(ErrorCode::GROUP_DROPPED.0.into());
         return;
     };
@@ -515,6 +520,12 @@ impl AudioRoutes {
         stats.datagrams_in.fetch_add(1, Relaxed);
         stats.count_media_in(MediaKind::Audio, datagram.len());
         let (header, _) = DatagramHeader::decode(&datagram)?;
+        // The cache is keyed by track alone, so the sender's claim is checked here on
+        // every datagram, not only when the route is re-read: otherwise, once a route is
+        // cached, a member could forward audio under another participant's ID.
+        if header.publisher != me.id {
+            return Err(PeerMisbehaved::TrackNotPublished.into());
+        }
         let fresh = self
             .routes
             .get(&header.track)

@@ -197,6 +197,9 @@ impl MeetingState {
                     if let Some(peer) = self.peers.get(&to) {
                         if peer.conn.close_reason().is_none() {
                             shared.stats.count_close(code.name().unwrap_or("UNKNOWN"));
+                            shared
+                                .stats
+                                .count_fault_class(crate::telemetry::FaultClass::PeerNotAllowed);
                             peer.conn
                                 .close(code.0.into(), code.name().unwrap_or("").as_bytes());
                         }
@@ -212,7 +215,13 @@ impl MeetingState {
                     shared.stats.keyframe_requests.fetch_add(1, Relaxed);
                 }
                 ServerMessage::JoinResult(JoinOutcome::Admitted { .. }) => {
-                    peer.admitted.store(true, Release);
+                    // Counted here, where every admission passes (at join or later
+                    // from the waiting room), exactly once per participant.
+                    if !peer.admitted.swap(true, Release) {
+                        shared
+                            .stats
+                            .count_join(crate::telemetry::JoinResult::Admitted);
+                    }
                     peer.admitted_notify.notify_waiters();
                 }
                 _ => {}

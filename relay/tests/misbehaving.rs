@@ -12,30 +12,6 @@ use common::*;
 use orelay_proto::media::FLAG_KEYFRAME;
 use orelay_proto::ErrorCode;
 
-async fn joined_raw(
-    client: &orelay_client::Client,
-    addr: std::net::SocketAddr,
-) -> (quinn::Connection, quinn::SendStream) {
-    let conn = client.connect(addr).await.unwrap();
-    let (mut send, recv) = conn.open_bi().await.unwrap();
-    use orelay_proto::control::ControlMessage;
-    let join = orelay_proto::ClientMessage::Join {
-        version: orelay_proto::PROTOCOL_VERSION,
-        meeting_id: meeting_id(1),
-        passcode: "pw".into(),
-        info: bytes::Bytes::new(),
-        credential: credential(&meeting_id(1)),
-        keys: bytes::Bytes::new(),
-    };
-    send.write_all(&join.to_bytes()).await.unwrap();
-    // Keep the receive side alive (and drained) so the relay's writes do not fail first.
-    tokio::spawn(async move {
-        let mut recv = recv;
-        while let Ok(Some(_)) = recv.read_chunk(4096, true).await {}
-    });
-    (conn, send)
-}
-
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn bad_clients_are_closed_and_good_ones_keep_receiving() {
     let (relay, client) = start(config());
@@ -103,7 +79,7 @@ async fn bad_clients_are_closed_and_good_ones_keep_receiving() {
     );
 
     // 2. An oversized length prefix after joining.
-    let (conn, mut send) = joined_raw(&client, relay.addr).await;
+    let (conn, mut send) = joined_raw(&client, relay.addr, 1).await;
     send.write_all(&[0x02, 0x80, 0x10, 0x00, 0x00])
         .await
         .unwrap();
@@ -113,7 +89,7 @@ async fn bad_clients_are_closed_and_good_ones_keep_receiving() {
     );
 
     // 3. An unknown message type after joining.
-    let (conn, mut send) = joined_raw(&client, relay.addr).await;
+    let (conn, mut send) = joined_raw(&client, relay.addr, 1).await;
     send.write_all(&[0x3f, 0x00]).await.unwrap();
     assert_eq!(
         close_code(&conn).await,
@@ -209,5 +185,45 @@ async fn media_that_outruns_its_publish_is_not_mistaken_for_forgery() {
         media.connection().close_reason()
     );
     assert!(relay.stats.snapshot().closes.is_empty());
+    relay.shutdown().await;
+}
+
+/// Found while modelling the audio path for the `relay_core` fuzz target: the route
+/// cache is keyed by track, and the header's publisher was only checked when the route
+/// was re-read. Once a route was cached, a member could send audio in someone else's
+/// name and the relay forwarded it.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn audio_in_another_participants_name_is_refused_even_with_a_cached_route() {
+    let (relay, client) = start(config());
+    let meeting = meeting_id(3);
+    let alice = client.join(relay.addr, &meeting, "pw", b"a").await.unwrap();
+    let mut eve = client.join(relay.addr, &meeting, "pw", b"e").await.unwrap();
+    let mut bob = client.join(relay.addr, &meeting, "pw", b"b").await.unwrap();
+    eve.publish(AUDIO).await.unwrap();
+    await_tracks(&mut bob, 1).await;
+    subscribe_confirmed(&mut bob, eve.participant(), AUDIO.track).await;
+    // A genuine datagram: Bob receives it, so Eve's route to him is cached.
+    let media = eve.media();
+    media
+        .send_audio(&media.audio_header(AUDIO.track, 0, 0, 1), b"genuine")
+        .unwrap();
+    let (header, payload) = bob.media().read_audio().await.unwrap();
+    assert_eq!(
+        (header.publisher, &payload[..]),
+        (eve.participant(), &b"genuine"[..])
+    );
+    // The same track, in Alice's name.
+    let mut forged = media.audio_header(AUDIO.track, 0, 1, 1);
+    forged.publisher = alice.participant();
+    media.send_audio(&forged, b"forged").unwrap();
+    assert_eq!(
+        close_code(media.connection()).await,
+        Some(ErrorCode::TRACK_NOT_PUBLISHED.0.into())
+    );
+    // The refusal happens in the call that would have forwarded it, before any send:
+    // the relay forwarded the genuine datagram and nothing else.
+    let stats = relay.stats.snapshot();
+    assert_eq!(stats.datagrams_out, 1, "{stats:?}");
+    assert_eq!(stats.closes.get("TRACK_NOT_PUBLISHED"), Some(&1));
     relay.shutdown().await;
 }

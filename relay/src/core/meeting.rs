@@ -12,7 +12,7 @@ use std::time::{Duration, Instant};
 
 use bytes::Bytes;
 use orelay_proto::limits::{MAX_SUBSCRIPTIONS_PER_PARTICIPANT, MAX_TRACKS_PER_PARTICIPANT};
-use orelay_proto::{ErrorCode, ParticipantId, ServerMessage, TrackId, TrackInfo};
+use orelay_proto::{ErrorCode, ParticipantId, RefuseReason, ServerMessage, TrackId, TrackInfo};
 
 use super::moderation::{Member, Moderation, Passcode};
 use crate::error::{PeerMisbehaved, RelayLimit, SessionError};
@@ -172,6 +172,7 @@ impl Meeting {
         let Some(gone) = self.participants.remove(&id) else {
             return self.leave_waiting_room(id);
         };
+        self.forget_stopped(id);
         for (publisher, track) in gone.subscriptions {
             if let Some(t) = self.track_mut(publisher, track) {
                 t.subscribers.remove(&id);
@@ -204,6 +205,9 @@ impl Meeting {
         }
         self.may_publish(id, info.kind)
             .map_err(SessionError::Refused)?;
+        if self.is_stopped(id, info.track) {
+            return Err(SessionError::Refused(RefuseReason::STOPPED_BY_HOST));
+        }
         let p = self.participant_mut(id)?;
         if p.tracks.contains_key(&info.track) {
             return Err(PeerMisbehaved::DuplicateTrack.into());

@@ -146,6 +146,8 @@ pub struct Moderation {
     waiting: BTreeMap<ParticipantId, Waiter>,
     removed_tokens: RemovedSet,
     removed_identities: RemovedSet,
+    /// Tracks a host stopped: they stay stopped across unpublish and publish again.
+    stopped: std::collections::BTreeSet<(ParticipantId, u64)>,
 }
 
 impl Meeting {
@@ -286,6 +288,16 @@ impl Meeting {
         self.participants.get(&id).map(|p| p.member.role)
     }
 
+    /// Whether a host stopped `id`'s `track` (it may not be published again until resumed).
+    pub fn is_stopped(&self, id: ParticipantId, track: u64) -> bool {
+        self.moderation.stopped.contains(&(id, track))
+    }
+
+    /// Forgets a departed participant's stopped tracks.
+    pub(super) fn forget_stopped(&mut self, id: ParticipantId) {
+        self.moderation.stopped.retain(|(p, _)| *p != id);
+    }
+
     /// Whether `id` may publish a track of `kind` now.
     pub fn may_publish(&self, id: ParticipantId, kind: TrackKind) -> Result<(), RefuseReason> {
         let Some(p) = self.participants.get(&id) else {
@@ -400,7 +412,10 @@ impl Meeting {
         from: ParticipantId,
         id: ParticipantId,
     ) -> Result<Vec<Action>, RefuseReason> {
-        if self.moderation.waiting.contains_key(&id) {
+        if let Some(w) = self.moderation.waiting.get(&id) {
+            let (token, identity) = (w.member.token_id.clone(), w.member.identity.clone());
+            self.moderation.removed_tokens.insert(&token);
+            self.moderation.removed_identities.insert(&identity);
             let mut actions = self.host_action(from, HostAction::Deny(id))?;
             if let Some(Action::Close { code, .. }) = actions.get_mut(1) {
                 *code = ErrorCode::REMOVED;
@@ -432,6 +447,11 @@ impl Meeting {
         stopped: bool,
     ) -> Result<Vec<Action>, RefuseReason> {
         let Some(t) = self.track_mut(participant, track) else {
+            // Resuming a stopped track that was unpublished lifts the stop, so its
+            // publisher may publish that track again.
+            if !stopped && self.moderation.stopped.remove(&(participant, track)) {
+                return Ok(Vec::new());
+            }
             return Err(RefuseReason::NO_SUCH_PARTICIPANT);
         };
         if t.stopped == stopped {
@@ -439,6 +459,11 @@ impl Meeting {
         }
         t.stopped = stopped;
         t.version.bump();
+        if stopped {
+            self.moderation.stopped.insert((participant, track));
+        } else {
+            self.moderation.stopped.remove(&(participant, track));
+        }
         Ok(self.broadcast(
             0,
             ServerMessage::TrackStopped {

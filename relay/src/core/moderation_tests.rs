@@ -205,3 +205,51 @@ fn viewers_never_publish_and_grants_limit_kinds() {
     let (voice, _) = join(&mut m, voice).unwrap();
     assert_eq!(m.may_publish(voice.id(), TrackKind::VIDEO), Ok(()));
 }
+
+#[test]
+fn a_stopped_track_stays_stopped_when_published_again() {
+    let (mut m, host, member) = setup();
+    let audio = TrackInfo {
+        track: 1,
+        kind: TrackKind::AUDIO,
+        layers: 1,
+        priority: 1,
+    };
+    m.publish(member, audio).unwrap();
+    m.host_action(
+        host,
+        HostAction::StopTrack {
+            participant: member,
+            track: 1,
+        },
+    )
+    .unwrap();
+    m.unpublish(member, 1).unwrap();
+    assert!(matches!(
+        m.publish(member, audio),
+        Err(crate::error::SessionError::Refused(
+            RefuseReason::STOPPED_BY_HOST
+        ))
+    ));
+    // Resuming it, though unpublished, lets it be published again.
+    m.host_action(
+        host,
+        HostAction::ResumeTrack {
+            participant: member,
+            track: 1,
+        },
+    )
+    .unwrap();
+    m.publish(member, audio).unwrap();
+    // A waiting joiner removed by the host is barred too.
+    let (w, _) = join(&mut m, grant("lurker", Role::Participant, true)).unwrap();
+    let actions = m.host_action(host, HostAction::Remove(w.id())).unwrap();
+    assert!(actions.contains(&Action::Close {
+        to: w.id(),
+        code: ErrorCode::REMOVED
+    }));
+    assert_eq!(
+        join(&mut m, grant("lurker", Role::Participant, true)).map(|_| ()),
+        Err(RejectReason::REMOVED)
+    );
+}

@@ -371,7 +371,13 @@ impl RelayStats {
     /// A connection the relay closed because of `err`, by fault class (the close code
     /// is counted by [`RelayStats::count_close`]).
     pub fn count_fault(&self, err: &SessionError) {
-        self.figures.faults[FaultClass::of(err).index()].fetch_add(1, Relaxed);
+        self.count_fault_class(FaultClass::of(err));
+    }
+
+    /// A connection the relay closed, by fault class, when no session error says why
+    /// (a host's removal or denial: the peer is not allowed).
+    pub fn count_fault_class(&self, class: FaultClass) {
+        self.figures.faults[class.index()].fetch_add(1, Relaxed);
     }
 
     /// A QUIC handshake that failed (bad ALPN, TLS failure, timeout).

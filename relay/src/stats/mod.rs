@@ -90,10 +90,11 @@ pub struct StatsSnapshot {
     pub grace_waits: u64,
     /// Subscriber group streams open now (one per subscriber per group in flight).
     pub reads_open: i64,
-    /// Groups reset because no bytes arrived within the group idle timeout.
+    /// Groups reset because no bytes arrived within the group idle timeout (also
+    /// streams left inside their group header).
     pub groups_idle: u64,
     /// Groups reset because a newer group of the same track layer passed the
-    /// concurrent-group limit.
+    /// concurrent-group limit, or refused for arriving older than the open ones.
     pub groups_limited: u64,
     /// Control messages that had to wait for the sender's rate limit.
     pub control_throttled: u64,
@@ -106,6 +107,8 @@ pub struct StatsSnapshot {
     pub retries_sent: u64,
     /// Joins answered `Overloaded` (over the relay's join rate).
     pub joins_overloaded: u64,
+    /// QUIC/TLS handshakes that failed (wrong ALPN, TLS failure).
+    pub handshake_failures: u64,
     /// Joins answered `Throttled` (too many attempts from a source or on a meeting).
     pub joins_throttled: u64,
     /// Times a meeting crossed the at-risk threshold of failed join attempts.
@@ -162,6 +165,7 @@ impl RelayStats {
             unjoined_evicted: self.unjoined_evicted.load(Relaxed),
             retries_sent: self.retries_sent.load(Relaxed),
             joins_overloaded: self.joins_overloaded.load(Relaxed),
+            handshake_failures: self.figures.handshake_failures.load(Relaxed),
             joins_throttled: self.joins_throttled.load(Relaxed),
             at_risk_total: self.at_risk_total.load(Relaxed),
             meetings_at_risk: self.meetings_at_risk.load(Relaxed),

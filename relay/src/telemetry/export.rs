@@ -33,6 +33,8 @@ pub const CLOSE_CODES: &[&str] = &[
     "CONTROL_STREAM_CLOSED",
     "JOIN_REJECTED",
     "JOIN_TIMEOUT",
+    "REMOVED",
+    "DENIED",
     "CONTROL_BACKLOG",
     "LIMIT_EXCEEDED",
     "UNKNOWN",

@@ -2,7 +2,13 @@
 //! deterministic payloads and event helpers. Everything runs over real QUIC.
 #![allow(dead_code, clippy::unwrap_used, clippy::expect_used)]
 
+pub mod impair;
+pub mod legit;
+pub mod netlab;
+pub mod process;
+
 use std::net::SocketAddr;
+use std::sync::atomic::{AtomicI64, Ordering::Relaxed};
 use std::sync::{Arc, OnceLock};
 use std::time::Duration;
 
@@ -11,7 +17,7 @@ use orelay_client::{parse_fingerprint, Client, Session};
 use orelay_proto::{Credential, ParticipantId, Role, ServerMessage, TrackInfo, TrackKind};
 use orelay_relay::config::TokenKey;
 use orelay_relay::core::token::{unix_now, Claims, SigningKey};
-use orelay_relay::{Config, Relay, RunningRelay};
+use orelay_relay::{Config, Relay, RelayStats, RunningRelay};
 
 /// The audio track every test participant publishes.
 pub const AUDIO: TrackInfo = TrackInfo {
@@ -164,4 +170,138 @@ pub async fn subscribe_confirmed(session: &mut Session, publisher: ParticipantId
             return;
         }
     }
+}
+
+/// Joins meeting number `m` through the tests' admission (one place to adapt when
+/// admission changes).
+pub async fn join_meeting(client: &Client, addr: SocketAddr, m: u32, info: &[u8]) -> Session {
+    client
+        .join(addr, &meeting_id(m), "pw", info)
+        .await
+        .expect("join failed")
+}
+
+/// The encoded `Join` for meeting number `m`, for tests that write raw bytes.
+pub fn raw_join(m: u32) -> Vec<u8> {
+    use orelay_proto::control::ControlMessage;
+    orelay_proto::ClientMessage::Join {
+        version: orelay_proto::PROTOCOL_VERSION,
+        meeting_id: meeting_id(m),
+        passcode: "pw".into(),
+        info: Bytes::new(),
+        credential: credential(&meeting_id(m)),
+        keys: Bytes::new(),
+    }
+    .to_bytes()
+    .to_vec()
+}
+
+/// This process's resident set size in KiB (Linux; 0 elsewhere).
+pub fn rss_kib() -> i64 {
+    rss_of("self")
+}
+
+/// The resident set size in KiB of process `pid` (`"self"` for this one).
+pub fn rss_of(pid: &str) -> i64 {
+    std::fs::read_to_string(format!("/proc/{pid}/status"))
+        .ok()
+        .and_then(|s| {
+            let line = s.lines().find(|l| l.starts_with("VmRSS:"))?.to_owned();
+            line.split_whitespace().nth(1)?.parse().ok()
+        })
+        .unwrap_or(0)
+}
+
+/// The peaks of the relay's byte gauges and of this process's RSS while an attack ran.
+pub struct Peaks {
+    queued: Arc<AtomicI64>,
+    reads: Arc<AtomicI64>,
+    rss: Arc<AtomicI64>,
+    rss_before: i64,
+    task: tokio::task::JoinHandle<()>,
+}
+
+/// What [`Peaks::stop`] measured.
+#[derive(Debug, Clone, Copy)]
+pub struct PeakFigures {
+    /// Highest `queued_bytes` sampled.
+    pub queued_bytes: i64,
+    /// Highest `reads_open` sampled.
+    pub reads_open: i64,
+    /// Growth of this process's RSS (relay and clients) over the start, in KiB.
+    pub rss_growth_kib: i64,
+}
+
+impl Peaks {
+    /// Samples every 10 ms until stopped.
+    pub fn start(stats: &Arc<RelayStats>) -> Peaks {
+        let (queued, reads, rss) = (Arc::default(), Arc::default(), Arc::default());
+        let rss_before = rss_kib();
+        let task = tokio::spawn({
+            let (stats, queued, reads, rss): (_, Arc<AtomicI64>, Arc<AtomicI64>, Arc<AtomicI64>) = (
+                stats.clone(),
+                Arc::clone(&queued),
+                Arc::clone(&reads),
+                Arc::clone(&rss),
+            );
+            async move {
+                loop {
+                    let s = stats.snapshot();
+                    queued.fetch_max(s.queued_bytes, Relaxed);
+                    reads.fetch_max(s.reads_open, Relaxed);
+                    rss.fetch_max(rss_kib(), Relaxed);
+                    tokio::time::sleep(Duration::from_millis(10)).await;
+                }
+            }
+        });
+        Peaks {
+            queued,
+            reads,
+            rss,
+            rss_before,
+            task,
+        }
+    }
+
+    /// Stops sampling and returns the peaks.
+    pub fn stop(self) -> PeakFigures {
+        self.task.abort();
+        PeakFigures {
+            queued_bytes: self.queued.load(Relaxed),
+            reads_open: self.reads.load(Relaxed),
+            rss_growth_kib: self.rss.load(Relaxed) - self.rss_before,
+        }
+    }
+}
+
+impl PeakFigures {
+    /// Prints the peaks and asserts the relay's byte gauge stayed within `queued_bound`
+    /// and the process grew by less than `rss_bound_kib`.
+    pub fn assert_within(&self, what: &str, queued_bound: i64, rss_bound_kib: i64) {
+        println!(
+            "{what}: peak queued {} B (bound {queued_bound}), peak streams to subscribers {}, \
+             process RSS growth {} KiB (bound {rss_bound_kib})",
+            self.queued_bytes, self.reads_open, self.rss_growth_kib
+        );
+        assert!(self.queued_bytes <= queued_bound, "{what}: {self:?}");
+        assert!(self.rss_growth_kib <= rss_bound_kib, "{what}: {self:?}");
+    }
+}
+
+/// A connection that sent a `Join` for meeting `m` as raw bytes, with its control
+/// stream's send side for more raw bytes; the receive side is drained in the
+/// background so the relay's writes do not fail first.
+pub async fn joined_raw(
+    client: &Client,
+    addr: SocketAddr,
+    m: u32,
+) -> (quinn::Connection, quinn::SendStream) {
+    let conn = client.connect(addr).await.unwrap();
+    let (mut send, recv) = conn.open_bi().await.unwrap();
+    send.write_all(&raw_join(m)).await.unwrap();
+    tokio::spawn(async move {
+        let mut recv = recv;
+        while let Ok(Some(_)) = recv.read_chunk(4096, true).await {}
+    });
+    (conn, send)
 }
