@@ -187,7 +187,9 @@ async fn a_new_group_per_object_is_held_to_four_open_groups() {
     // attacker finally let go of it, 16 groups later.
     let limited = eventually(GENEROUS, || {
         let s = stats.snapshot();
-        s.groups_in >= opened * 9 / 10 && s.reads_open <= 2
+        // A group that reaches the relay after four newer ones is refused as too old
+        // (counted limited, not in): streams of one connection are accepted in any order.
+        s.groups_in + s.groups_limited >= opened * 9 / 10 && s.reads_open <= 2
     })
     .await;
     let s = stats.snapshot();
