@@ -2,14 +2,29 @@
 
 use anyhow::Context;
 use clap::Parser;
+use orelay_relay::tools::Tool;
 use orelay_relay::{Cli, Config, Relay};
+
+/// `relay`: a QUIC relay that forwards end-to-end-encrypted meeting media without holding keys.
+///
+/// With no tool it serves (see the settings below); `keygen` and `token create` make
+/// a token-signing key pair and join tokens.
+#[derive(Debug, Parser)]
+#[command(version, about, long_about = None, args_conflicts_with_subcommands = true)]
+struct Args {
+    #[command(flatten)]
+    serve: Cli,
+    /// A tool instead of serving: `keygen` or `token create`.
+    #[command(subcommand)]
+    tool: Option<Tool>,
+}
 use tracing::info;
 
 #[tokio::main]
 async fn main() -> anyhow::Result<()> {
     orelay_relay::logging::init("info");
-    let cli = Cli::parse();
-    if let Some(tool) = &cli.tool {
+    let Args { serve: cli, tool } = Args::parse();
+    if let Some(tool) = &tool {
         return orelay_relay::tools::run(tool);
     }
     let config = Config::from_cli(&cli)?;

@@ -140,11 +140,8 @@ impl Default for Config {
 /// With no arguments it serves on 127.0.0.1:4443 with a fresh self-signed certificate
 /// and prints the certificate's SHA-256 fingerprint for clients to pin.
 #[derive(Debug, Parser)]
-#[command(version, about, long_about = None, args_conflicts_with_subcommands = true)]
+#[command(version, about, long_about = None)]
 pub struct Cli {
-    /// A tool instead of serving: `keygen` or `token create`.
-    #[command(subcommand)]
-    pub tool: Option<crate::tools::Tool>,
     /// TOML file with any of the settings below (flags and environment override it).
     #[arg(long, env = "ORELAY_CONFIG")]
     pub config: Option<PathBuf>,

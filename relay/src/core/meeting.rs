@@ -14,7 +14,7 @@ use bytes::Bytes;
 use orelay_proto::limits::{MAX_SUBSCRIPTIONS_PER_PARTICIPANT, MAX_TRACKS_PER_PARTICIPANT};
 use orelay_proto::{ErrorCode, ParticipantId, RefuseReason, ServerMessage, TrackId, TrackInfo};
 
-use super::moderation::{Member, Moderation, Passcode};
+use super::members::{Member, Moderation, Passcode};
 use crate::error::{PeerMisbehaved, RelayLimit, SessionError};
 
 /// The fewest milliseconds between two keyframe requests forwarded for one track layer:

@@ -11,6 +11,7 @@ pub mod group_header;
 pub mod guard;
 pub mod meeting;
 pub mod meeting_id;
+pub mod members;
 pub mod moderation;
 #[cfg(test)]
 mod moderation_tests;

@@ -6,7 +6,7 @@
 //! A waiting joiner is not a participant: it is absent from `participants`, so no
 //! broadcast, roster, media route or key message can reach it by construction.
 
-use std::collections::{BTreeMap, HashSet, VecDeque};
+use std::collections::BTreeMap;
 
 use bytes::Bytes;
 use orelay_proto::control::JoinOutcome;
@@ -16,139 +16,8 @@ use orelay_proto::{
 };
 
 use super::meeting::{Action, Meeting, Participant};
-use super::token::{Grant, KindSet};
-
-/// Most removed token IDs and identities a meeting remembers; beyond, the oldest are
-/// forgotten (a host removing thousands of people should lock the meeting instead).
-pub const MAX_REMOVED: usize = 4096;
-
-/// A meeting passcode kept as `HMAC-SHA256(salt, passcode)` with a random salt.
-#[derive(Debug)]
-pub struct Passcode {
-    key: ring::hmac::Key,
-    tag: ring::hmac::Tag,
-}
-
-impl Passcode {
-    /// Hashes `passcode` under a fresh random salt.
-    pub fn new(passcode: &str) -> Self {
-        let rng = ring::rand::SystemRandom::new();
-        let key = ring::hmac::Key::generate(ring::hmac::HMAC_SHA256, &rng)
-            .unwrap_or_else(|_| ring::hmac::Key::new(ring::hmac::HMAC_SHA256, b"orelay-fallback"));
-        let tag = ring::hmac::sign(&key, passcode.as_bytes());
-        Self { key, tag }
-    }
-
-    /// Whether `candidate` matches, in time independent of where they differ.
-    pub fn matches(&self, candidate: &str) -> bool {
-        ring::hmac::verify(&self.key, candidate.as_bytes(), self.tag.as_ref()).is_ok()
-    }
-}
-
-/// Who a participant is, as its token (or open-mode join) says.
-#[derive(Debug, Clone, PartialEq, Eq)]
-pub struct Member {
-    /// Its role.
-    pub role: Role,
-    /// What it may publish.
-    pub publish: KindSet,
-    /// Identity at the meeting service (empty in open mode).
-    pub identity: String,
-    /// Token ID (empty in open mode).
-    pub token_id: String,
-}
-
-impl From<&Grant> for Member {
-    fn from(g: &Grant) -> Self {
-        Member {
-            role: g.role,
-            publish: g.publish,
-            identity: g.identity.clone(),
-            token_id: g.token_id.clone(),
-        }
-    }
-}
-
-/// A join as the meeting sees it once the credential was checked.
-#[derive(Debug, Clone)]
-pub struct JoinRequest {
-    /// The passcode the joiner typed.
-    pub passcode: String,
-    /// Its opaque info blob.
-    pub info: Bytes,
-    /// Its opaque public-key bundle.
-    pub keys: Bytes,
-    /// What its credential grants.
-    pub grant: Grant,
-}
-
-/// Where a join ended up.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub enum Placement {
-    /// In the meeting.
-    Admitted(ParticipantId),
-    /// In the waiting room.
-    Waiting(ParticipantId),
-}
-
-impl Placement {
-    /// The ID either way.
-    pub fn id(self) -> ParticipantId {
-        match self {
-            Placement::Admitted(id) | Placement::Waiting(id) => id,
-        }
-    }
-}
-
-#[derive(Debug, Clone)]
-struct Waiter {
-    info: Bytes,
-    keys: Bytes,
-    member: Member,
-}
-
-/// A bounded set that forgets its oldest entries.
-#[derive(Debug, Default)]
-struct RemovedSet {
-    set: HashSet<String>,
-    order: VecDeque<String>,
-}
-
-impl RemovedSet {
-    fn insert(&mut self, value: &str) {
-        if value.is_empty() || !self.set.insert(value.to_owned()) {
-            return;
-        }
-        self.order.push_back(value.to_owned());
-        if self.order.len() > MAX_REMOVED {
-            if let Some(old) = self.order.pop_front() {
-                self.set.remove(&old);
-            }
-        }
-    }
-
-    fn remove(&mut self, value: &str) {
-        if self.set.remove(value) {
-            self.order.retain(|v| v != value);
-        }
-    }
-
-    fn contains(&self, value: &str) -> bool {
-        !value.is_empty() && self.set.contains(value)
-    }
-}
-
-/// A meeting's moderation state.
-#[derive(Debug, Default)]
-pub struct Moderation {
-    locked: bool,
-    share: SharePolicy,
-    waiting: BTreeMap<ParticipantId, Waiter>,
-    removed_tokens: RemovedSet,
-    removed_identities: RemovedSet,
-    /// Tracks a host stopped: they stay stopped across unpublish and publish again.
-    stopped: std::collections::BTreeSet<(ParticipantId, u64)>,
-}
+use super::members::Waiter;
+pub use super::members::{JoinRequest, Member, Moderation, Passcode, Placement, MAX_REMOVED};
 
 impl Meeting {
     /// Admits a joiner, puts it in the waiting room, or refuses it. Checks, in order:
