@@ -25,7 +25,7 @@ use orelay_relay::core::{
     QueueLimits, ReaderId, ResetCause, RouteVersion, TrackKey,
 };
 
-use crate::core_check::View;
+use crate::view::View;
 
 /// One thing that happens to the relay. Small integers pick participants, tracks and
 /// groups modulo what exists, so almost every input means something.

@@ -10,66 +10,7 @@ use orelay_relay::core::routing::MAX_OPEN_GROUPS_PER_LAYER;
 use orelay_relay::core::{Action, Read, ReaderId};
 
 use crate::core::{fanout_limits, queue_limits, Harness, MAX_PARTICIPANTS, OUTBOX_LIMIT};
-
-/// What one client knows of its meeting from the control messages it has read.
-#[derive(Debug, Default)]
-pub(crate) struct View {
-    /// Its own ID, once `JoinResult` was read.
-    me: Option<ParticipantId>,
-    others: BTreeSet<ParticipantId>,
-    tracks: BTreeSet<(ParticipantId, TrackId)>,
-}
-
-impl View {
-    /// Applies one message as a client would, asserting it makes sense in order: no
-    /// announcement twice, nothing about someone never announced.
-    fn read(&mut self, msg: &ServerMessage) {
-        let Some(me) = self.me else {
-            match msg {
-                ServerMessage::JoinResult(JoinOutcome::Admitted { participant, .. }) => {
-                    self.me = Some(*participant);
-                }
-                ServerMessage::JoinResult(JoinOutcome::Waiting { .. }) => {}
-                other => panic!("{other:?} before admission"),
-            }
-            return;
-        };
-        match msg {
-            ServerMessage::ParticipantJoined(r) => {
-                assert!(
-                    r.participant != me && self.others.insert(r.participant),
-                    "{msg:?} twice"
-                );
-            }
-            ServerMessage::ParticipantLeft { participant } => {
-                assert!(self.others.remove(participant), "{msg:?} of a stranger");
-                self.tracks.retain(|(p, _)| p != participant);
-            }
-            ServerMessage::TrackPublished { participant, info } => {
-                assert!(self.others.contains(participant), "{msg:?} of a stranger");
-                assert!(
-                    self.tracks.insert((*participant, info.track)),
-                    "{msg:?} twice"
-                );
-            }
-            ServerMessage::TrackUnpublished { participant, track } => {
-                assert!(
-                    self.tracks.remove(&(*participant, *track)),
-                    "{msg:?} unknown"
-                );
-            }
-            ServerMessage::KeyframeRequest { .. }
-            | ServerMessage::SubscriptionEnded { .. }
-            | ServerMessage::KeyMessage { .. }
-            | ServerMessage::WaitingJoined(_)
-            | ServerMessage::WaitingLeft { .. }
-            | ServerMessage::MeetingPolicy { .. }
-            | ServerMessage::TrackStopped { .. }
-            | ServerMessage::AtRisk { .. } => {}
-            other => panic!("unexpected {other:?}"),
-        }
-    }
-}
+pub(crate) use crate::view::View;
 
 impl Harness {
     /// Hands a meeting's actions to the recipients' outboxes; a full outbox closes that

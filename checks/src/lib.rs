@@ -29,6 +29,7 @@ mod core_ops;
 pub mod decode;
 pub mod seeds;
 pub mod token;
+mod view;
 
 /// A check: panics when a property breaks.
 pub type Check = fn(&[u8]);

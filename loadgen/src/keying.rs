@@ -13,7 +13,9 @@ use std::time::Instant;
 use serde::{Deserialize, Serialize};
 
 use crate::hist::Hist;
-use crate::tally::Receiver;
+
+/// Who received: one ID per participant connection (stint).
+pub type Receiver = u64;
 
 /// Leaves waiting for their rekey, most per meeting; beyond, the oldest is dropped and
 /// counted as abandoned (a meeting churning faster than it can rekey).

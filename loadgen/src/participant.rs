@@ -6,7 +6,7 @@ use std::collections::HashSet;
 use std::net::SocketAddr;
 use std::sync::atomic::{AtomicBool, Ordering::Relaxed};
 use std::sync::{Arc, Mutex};
-use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
+use std::time::{Duration, Instant};
 
 use bytes::BytesMut;
 use orelay_client::{Client, ClientError, GroupWriter, JoinRequest, Media, Session};
@@ -17,6 +17,7 @@ use tokio::time::sleep_until;
 
 use crate::hist::Hist;
 use crate::protect::{Protect, StintKeys};
+use crate::receive::{lock, now_us, SCREEN_TRACK};
 use crate::receive::{receive_audio, receive_groups};
 use crate::scenario::{frame_bytes, Subscribe};
 use crate::schedule::{audio_period, screen_frames, ticks, video_period, Slot, Stint};
@@ -26,18 +27,9 @@ use crate::Scenario;
 
 const AUDIO_TRACK: u64 = 1;
 const VIDEO_TRACK: u64 = 2;
-pub(crate) const SCREEN_TRACK: u64 = 3;
 /// Join info of speakers, so others can tell them apart (active-speaker model).
 const SPEAKER_INFO: &[u8] = b"loadgen:speaker";
 const LISTENER_INFO: &[u8] = b"loadgen:listener";
-
-/// Microseconds since the Unix epoch: the send time sealed into every payload, so
-/// receivers in other processes on the same host can time it too.
-pub(crate) fn now_us() -> u64 {
-    SystemTime::now()
-        .duration_since(UNIX_EPOCH)
-        .map_or(0, |d| d.as_micros() as u64)
-}
 
 /// What one participant needs to know.
 pub struct Plan {
@@ -64,11 +56,6 @@ pub struct Plan {
     pub drain: Duration,
     /// Live counters.
     pub live: Arc<Live>,
-}
-
-/// Locks a tally, shrugging off a poisoned lock (a panicked receiver task).
-pub(crate) fn lock(t: &Mutex<Tally>) -> std::sync::MutexGuard<'_, Tally> {
-    t.lock().unwrap_or_else(|p| p.into_inner())
 }
 
 /// Runs one participant's stints to completion, measuring into its meeting's `tally`.

@@ -8,9 +8,24 @@ use std::sync::{Arc, Mutex};
 use orelay_client::{ClientError, GroupReader, Media};
 use orelay_proto::ErrorCode;
 
-use crate::participant::{lock, now_us, SCREEN_TRACK};
 use crate::protect::Protect;
 use crate::tally::{Kind, Live, Receiver, Tally};
+
+/// The screen-share track's ID (audio is 1, video 2).
+pub(crate) const SCREEN_TRACK: u64 = 3;
+
+/// Microseconds since the Unix epoch: the send time sealed into every payload, so
+/// receivers in other processes on the same host can time it too.
+pub(crate) fn now_us() -> u64 {
+    std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .map_or(0, |d| d.as_micros() as u64)
+}
+
+/// Locks a tally, shrugging off a poisoned lock (a panicked receiver task).
+pub(crate) fn lock(t: &Mutex<Tally>) -> std::sync::MutexGuard<'_, Tally> {
+    t.lock().unwrap_or_else(|p| p.into_inner())
+}
 
 pub(crate) async fn receive_groups(
     me: Receiver,

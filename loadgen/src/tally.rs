@@ -64,8 +64,7 @@ struct GroupSeq {
     broken_since: Option<Instant>,
 }
 
-/// Who received: one ID per participant connection (stint).
-pub type Receiver = u64;
+pub use crate::keying::Receiver;
 
 /// One meeting's measurements (its participants share it: a tally per participant
 /// would cost a set of histograms per connection).
