@@ -27,6 +27,20 @@ fn claims(meeting: &str, identity: &str, role: Role) -> Claims {
     Claims::new(meeting, identity, role, unix_now(), 600)
 }
 
+/// Joins `meeting` as `identity` with `role` (a token without waiting room); panics if refused.
+async fn member(
+    client: &orelay_client::Client,
+    addr: std::net::SocketAddr,
+    meeting: &str,
+    identity: &str,
+    role: Role,
+) -> Session {
+    client
+        .join_with(addr, &request(meeting, &claims(meeting, identity, role)))
+        .await
+        .unwrap()
+}
+
 fn request(meeting: &str, claims: &Claims) -> JoinRequest {
     JoinRequest {
         meeting_id: meeting.to_owned(),
@@ -67,20 +81,8 @@ async fn refused(s: &mut Session) -> (u64, u64, RefuseReason) {
 async fn the_waiting_room_holds_joiners_until_a_host_decides() {
     let (relay, client) = start(config());
     let meeting = meeting_id(1);
-    let mut host = client
-        .join_with(
-            relay.addr,
-            &request(&meeting, &claims(&meeting, "host", Role::Host)),
-        )
-        .await
-        .unwrap();
-    let mut member = client
-        .join_with(
-            relay.addr,
-            &request(&meeting, &claims(&meeting, "member", Role::Participant)),
-        )
-        .await
-        .unwrap();
+    let mut host = member(&client, relay.addr, &meeting, "host", Role::Host).await;
+    let mut member = member(&client, relay.addr, &meeting, "member", Role::Participant).await;
     let mut wait = claims(&meeting, "guest", Role::Participant);
     wait.waiting_room = true;
     let guest = tokio::spawn({
@@ -191,13 +193,7 @@ async fn await_tracks_noting(s: &mut Session, seen: &mut Vec<ServerMessage>) -> 
 async fn lock_remove_and_no_rejoin() {
     let (relay, client) = start(config());
     let meeting = meeting_id(2);
-    let mut host = client
-        .join_with(
-            relay.addr,
-            &request(&meeting, &claims(&meeting, "host", Role::Host)),
-        )
-        .await
-        .unwrap();
+    let mut host = member(&client, relay.addr, &meeting, "host", Role::Host).await;
     let pest_claims = claims(&meeting, "pest", Role::Participant);
     let pest = client
         .join_with(relay.addr, &request(&meeting, &pest_claims))
@@ -267,13 +263,7 @@ async fn lock_remove_and_no_rejoin() {
         matches!(late, Err(ClientError::Rejected(RejectReason::LOCKED))),
         "{late:?}"
     );
-    let cohost = client
-        .join_with(
-            relay.addr,
-            &request(&meeting, &claims(&meeting, "co", Role::CoHost)),
-        )
-        .await
-        .unwrap();
+    let cohost = member(&client, relay.addr, &meeting, "co", Role::CoHost).await;
     assert_eq!(cohost.role(), Role::CoHost);
     let closes = relay.stats.snapshot().closes;
     assert_eq!(closes.get("REMOVED"), Some(&1), "{closes:?}");
@@ -284,33 +274,15 @@ async fn lock_remove_and_no_rejoin() {
 async fn publishing_rights_and_host_actions_are_enforced_with_specific_refusals() {
     let (relay, client) = start(config());
     let meeting = meeting_id(3);
-    let mut host = client
-        .join_with(
-            relay.addr,
-            &request(&meeting, &claims(&meeting, "host", Role::Host)),
-        )
-        .await
-        .unwrap();
-    let mut viewer = client
-        .join_with(
-            relay.addr,
-            &request(&meeting, &claims(&meeting, "viewer", Role::Viewer)),
-        )
-        .await
-        .unwrap();
+    let mut host = member(&client, relay.addr, &meeting, "host", Role::Host).await;
+    let mut viewer = member(&client, relay.addr, &meeting, "viewer", Role::Viewer).await;
     let mut audio_only = claims(&meeting, "voice", Role::Participant);
     audio_only.publish = vec!["audio".into()];
     let mut voice = client
         .join_with(relay.addr, &request(&meeting, &audio_only))
         .await
         .unwrap();
-    let mut sharer = client
-        .join_with(
-            relay.addr,
-            &request(&meeting, &claims(&meeting, "sharer", Role::Participant)),
-        )
-        .await
-        .unwrap();
+    let mut sharer = member(&client, relay.addr, &meeting, "sharer", Role::Participant).await;
 
     viewer.publish(AUDIO).await.unwrap();
     assert_eq!(
@@ -362,20 +334,8 @@ async fn publishing_rights_and_host_actions_are_enforced_with_specific_refusals(
 async fn a_stopped_track_is_not_forwarded_until_resumed() {
     let (relay, client) = start(config());
     let meeting = meeting_id(4);
-    let mut host = client
-        .join_with(
-            relay.addr,
-            &request(&meeting, &claims(&meeting, "host", Role::Host)),
-        )
-        .await
-        .unwrap();
-    let mut talker = client
-        .join_with(
-            relay.addr,
-            &request(&meeting, &claims(&meeting, "talker", Role::Participant)),
-        )
-        .await
-        .unwrap();
+    let mut host = member(&client, relay.addr, &meeting, "host", Role::Host).await;
+    let mut talker = member(&client, relay.addr, &meeting, "talker", Role::Participant).await;
     talker.publish(AUDIO).await.unwrap();
     await_tracks(&mut host, 1).await;
     subscribe_confirmed(&mut host, talker.participant(), AUDIO.track).await;
