@@ -212,9 +212,14 @@ async fn join(shared: &Arc<Shared>, conn: &quinn::Connection) -> Result<Session,
     };
     let source = SourceKey::from(conn.remote_address().ip());
     let meeting_key = shared.meeting_key(&meeting_id);
-    let checked = shared.guard().check(source, meeting_key, Instant::now());
-    if let Err(refusal) = checked {
-        let at_risk = shared.guard().record_refused(meeting_key, Instant::now());
+    let checked = {
+        let (mut guard, now) = (shared.guard(), Instant::now());
+        // A turned-away attempt still counts towards its meeting's at-risk window.
+        guard
+            .check(source, meeting_key, now)
+            .map_err(|refusal| (refusal, guard.record_refused(meeting_key, now)))
+    };
+    if let Err((refusal, at_risk)) = checked {
         if let Some(signal) = at_risk {
             raise_at_risk(shared, &meeting_id, signal.failed_attempts);
         }
@@ -247,7 +252,7 @@ async fn join(shared: &Arc<Shared>, conn: &quinn::Connection) -> Result<Session,
         });
     match admitted {
         Ok((cell, admission)) => {
-            shared.guard().record_success(source);
+            shared.guard().record_success(source, Instant::now());
             match admission {
                 // Admissions are counted where the JoinResult is queued (registry).
                 Placement::Admitted(_) => shared.stats.record_join_duration(started.elapsed()),
@@ -422,7 +427,10 @@ impl Session {
                         Recipient::All => me.cell.lock().core.len().saturating_sub(1),
                         Recipient::One(_) => 1,
                     };
-                    let cost = (blob.len() * recipients.max(1)).div_ceil(1024) as u32;
+                    // Each delivery also costs a queued message: an empty blob is not free.
+                    let cost = ((blob.len() + KEY_MESSAGE_OVERHEAD) * recipients.max(1))
+                        .div_ceil(1024)
+                        .min(u32::MAX as usize) as u32;
                     if let Err(at) = key_bytes.take_n(Instant::now(), cost) {
                         shared.stats.control_throttled.fetch_add(1, Relaxed);
                         tokio::time::sleep_until(at.into()).await;
@@ -475,6 +483,10 @@ impl Session {
         }
     }
 }
+
+/// What one key-message delivery costs beyond its blob, in bytes of the sender's
+/// budget (framing and a slot in the recipient's control queue).
+const KEY_MESSAGE_OVERHEAD: usize = 64;
 
 /// The key-message byte budget, in KiB tokens.
 fn key_message_limit(shared: &Shared) -> RateLimit {

@@ -142,6 +142,7 @@ struct Source {
     failures: u32,
     blocked_until: Instant,
     last_seen: Instant,
+    last_failure: Option<Instant>,
 }
 
 struct MeetingWindow {
@@ -214,6 +215,7 @@ impl JoinGuard {
             failures: 0,
             blocked_until: now,
             last_seen: now,
+            last_failure: None,
         });
         entry.last_seen = now;
         if entry.blocked_until > now {
@@ -248,6 +250,7 @@ impl JoinGuard {
         };
         if let Some(s) = self.sources.get_mut(&key) {
             s.failures = s.failures.saturating_add(1);
+            s.last_failure = Some(now);
             if s.failures > limits.free_failures {
                 let exp = (s.failures - limits.free_failures - 1).min(20);
                 let wait = limits
@@ -293,10 +296,17 @@ impl JoinGuard {
             .is_some_and(|s| s.blocked_until > now)
     }
 
-    /// Records a successful join: the source's failures are forgiven.
-    pub fn record_success(&mut self, source: SourceKey) {
+    /// Records a successful join. The source's failures are forgiven only if its last
+    /// failure is an at-risk window old: otherwise a guesser holding one valid join
+    /// (its own meeting) could interleave it with guesses and never back off.
+    pub fn record_success(&mut self, source: SourceKey, now: Instant) {
+        let window = self.limits.at_risk_window;
         if let Some(s) = self.sources.get_mut(&source) {
-            s.failures = 0;
+            if s.last_failure
+                .is_none_or(|at| now.saturating_duration_since(at) >= window)
+            {
+                s.failures = 0;
+            }
         }
     }
 
@@ -396,11 +406,37 @@ mod tests {
         }
         // Another source is not affected.
         g.check(src(2), M, now).unwrap();
-        g.record_success(src(1));
         now += limits.backoff_max;
+        g.record_success(src(1), now);
         g.check(src(1), M, now).unwrap();
         g.record_failure(src(1), M, now);
         g.check(src(1), M, now).unwrap();
+    }
+
+    #[test]
+    fn a_success_between_guesses_does_not_reset_the_back_off() {
+        let limits = GuardLimits::default();
+        let t0 = Instant::now();
+        let mut g = JoinGuard::new(limits, t0);
+        let mut now = t0;
+        let mut backed_off = 0;
+        for _ in 0..10 {
+            match g.check(src(1), M, now) {
+                Err(r) => {
+                    backed_off += 1;
+                    now += r.retry_after();
+                }
+                Ok(()) => {
+                    g.record_failure(src(1), M, now);
+                    // The guesser's own meeting admits it right after.
+                    g.record_success(src(1), now);
+                }
+            }
+        }
+        assert!(
+            backed_off >= 3,
+            "successes reset the back-off: {backed_off}"
+        );
     }
 
     #[test]
